@@ -1,0 +1,1 @@
+"""gestalt-al core."""

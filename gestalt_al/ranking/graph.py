@@ -1,0 +1,49 @@
+"""Per-sample class graphs (paper Eq. 1): K saliency latents -> K x K cosine edge weights."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gestalt_al.ranking.validation import check_latents
+
+# Chunking bounds the float64 working copy of the latents (chunk x K x D) whatever N is.
+DEFAULT_CHUNK = 32_768
+
+
+def edge_weights(
+    latents: object, chunk_size: int = DEFAULT_CHUNK, name: str = "latents"
+) -> np.ndarray:
+    """Cosine similarity between every pair of class latents of each sample.
+
+    Returns float64 ``[N, K, K]``, symmetric with a zero diagonal: a class graph has no
+    self-loops, which lets every aggregation sum whole rows. A zero-norm latent (a saliency
+    map with no relevance at all) has similarity 0 to every other node instead of NaN.
+    """
+    return cosine_graph(check_latents(latents, name), chunk_size)
+
+
+def cosine_graph(lat: np.ndarray, chunk_size: int = DEFAULT_CHUNK) -> np.ndarray:
+    """``edge_weights`` for latents that were already validated."""
+    n, k, _ = lat.shape
+    out = np.empty((n, k, k), dtype=np.float64)
+    diagonal = np.arange(k)
+    for start in range(0, n, chunk_size):
+        z = lat[start : start + chunk_size].astype(np.float64)
+        norms = np.sqrt(np.einsum("nkd,nkd->nk", z, z))
+        inverse = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
+        z *= inverse[:, :, None]
+        sim = np.matmul(z, z.transpose(0, 2, 1), out=out[start : start + chunk_size])
+        np.clip(sim, -1.0, 1.0, out=sim)
+        sim[:, diagonal, diagonal] = 0.0
+    return out
+
+
+def node_weights(edges: np.ndarray) -> np.ndarray:
+    """Eq. 2: ``w_k = sum_{j != k} w_kj`` -> ``[N, K]`` (the diagonal is zero by contract)."""
+    return edges @ np.ones(edges.shape[2])
+
+
+def upper_edges(edges: np.ndarray) -> np.ndarray:
+    """The K(K-1)/2 undirected edges of each graph, row-major upper triangle -> ``[N, E]``."""
+    rows, cols = np.triu_indices(edges.shape[1], k=1)
+    return edges[:, rows, cols]

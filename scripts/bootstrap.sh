@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Creates the virtualenv and installs the project with its CPU and test extras.
+# pip (not uv/poetry) on purpose: it takes the pinned torch build from this disk.
+set -euo pipefail
+python=${1:-python3}
+venv=${2:-.venv}
+if [ ! -x "$venv/bin/python" ]; then
+    "$python" -m venv "$venv"
+fi
+"$venv/bin/python" -m pip install --quiet --upgrade pip
+"$venv/bin/python" -m pip install --progress-bar off -e ".[cpu,test]"
+"$venv/bin/python" -m pip check
