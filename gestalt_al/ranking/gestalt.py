@@ -14,7 +14,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
-from gestalt_al.ranking.graph import cosine_graph, node_weights, upper_edges
+from gestalt_al.ranking.graph import cosine_graph, node_weights, snap, upper_edges
 from gestalt_al.ranking.prior import NodeWeightPrior
 from gestalt_al.ranking.ranks import mean_rank, merge_sorted_columns, sorted_columns
 from gestalt_al.ranking.validation import check_edge_weights, check_latents, check_same_graph
@@ -48,7 +48,7 @@ def rank_columns(
     std = prior.checked_std()
     alpha = (edges - prior.mean[None, :, None]) / std[None, :, None]
     # The zero diagonal drops j == k from the sum, as in Eq. 5.
-    return np.einsum("nkj,nkj->nk", alpha, edges)
+    return snap(np.einsum("nkj,nkj->nk", alpha, edges))
 
 
 def gestalt_scores_from_edges(

@@ -6,6 +6,8 @@ import numpy as np
 
 from gestalt_al.ranking.validation import check_latents
 
+# Similarities and their aggregates are compared at this many decimals (see ``snap``).
+DECIMALS = 12
 # Chunking bounds the float64 working copy of the latents (chunk x K x D) whatever N is.
 DEFAULT_CHUNK = 32_768
 
@@ -29,18 +31,32 @@ def cosine_graph(lat: np.ndarray, chunk_size: int = DEFAULT_CHUNK) -> np.ndarray
     diagonal = np.arange(k)
     for start in range(0, n, chunk_size):
         z = lat[start : start + chunk_size].astype(np.float64)
-        norms = np.sqrt(np.einsum("nkd,nkd->nk", z, z))
-        inverse = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
-        z *= inverse[:, :, None]
-        sim = np.matmul(z, z.transpose(0, 2, 1), out=out[start : start + chunk_size])
-        np.clip(sim, -1.0, 1.0, out=sim)
-        sim[:, diagonal, diagonal] = 0.0
+        gram = np.matmul(z, z.transpose(0, 2, 1), out=out[start : start + chunk_size])
+        squared = np.diagonal(gram, axis1=1, axis2=2).copy()
+        # One square root of the product of squared norms keeps exact cases exact
+        # (parallel, orthogonal and integer latents); a zero latent gets similarity 0.
+        scale = np.sqrt(squared[:, :, None] * squared[:, None, :])
+        np.divide(gram, scale, out=gram, where=scale > 0)
+        np.clip(gram, -1.0, 1.0, out=gram)
+        gram[:, diagonal, diagonal] = 0.0
+        snap(gram)
     return out
 
 
 def node_weights(edges: np.ndarray) -> np.ndarray:
     """Eq. 2: ``w_k = sum_{j != k} w_kj`` -> ``[N, K]`` (the diagonal is zero by contract)."""
-    return edges @ np.ones(edges.shape[2])
+    return snap(edges @ np.ones(edges.shape[2]))
+
+
+def snap(values: np.ndarray) -> np.ndarray:
+    """Round in place to ``DECIMALS`` places, so values equal in exact arithmetic tie.
+
+    Float64 results carry rounding noise around 1e-16 that depends on summation order, FMA and
+    BLAS kernels (so on the machine: CPU vs GPU workers). Ranking raw values would let that
+    noise order exact ties at random. 1e-12 is far below any difference between two
+    similarities that means something, and far above the noise.
+    """
+    return np.round(values, DECIMALS, out=values)
 
 
 def upper_edges(edges: np.ndarray) -> np.ndarray:
