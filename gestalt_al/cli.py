@@ -49,8 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=_demo)
 
     rank = commands.add_parser("rank", help="rank precomputed latents from an .npz file")
-    rank.add_argument("latents", type=Path, help=".npz with latents [N,K,D], ids [N], "
-                      "optional train_latents [M,K,D]")
+    rank.add_argument(
+        "latents",
+        type=Path,
+        help=".npz with latents [N,K,D], ids [N], optional train_latents [M,K,D]",
+    )
     rank.add_argument("--variant", choices=VARIANTS, default="node")
     rank.add_argument("--budget", type=int, default=10)
     rank.set_defaults(run=_rank)
@@ -58,19 +61,29 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    data = load_dataset(args.data or bundled_nih_path(), args.split, args.images_key,
-                        args.labels_csv)
+    data = load_dataset(
+        args.data or bundled_nih_path(), args.split, args.images_key, args.labels_csv
+    )
     if data.labels is None:
-        raise ValueError(f"{data.source}: the demo needs labels to pick a labeled set; pass --labels-csv")
+        raise ValueError(
+            f"{data.source}: the demo needs labels to pick a labeled set; pass --labels-csv"
+        )
     if not 2 <= args.initial_labeled < len(data):
-        raise ValueError(f"--initial-labeled must be in 2..{len(data) - 1}, got {args.initial_labeled}")
+        raise ValueError(
+            f"--initial-labeled must be in 2..{len(data) - 1}, got {args.initial_labeled}"
+        )
     rng = np.random.default_rng(args.seed)
     labeled_mask = np.zeros(len(data), dtype=bool)
     labeled_mask[rng.choice(len(data), size=args.initial_labeled, replace=False)] = True
-    labeled, pool = data.subset(np.flatnonzero(labeled_mask)), data.subset(np.flatnonzero(~labeled_mask))
+    labeled, pool = (
+        data.subset(np.flatnonzero(labeled_mask)),
+        data.subset(np.flatnonzero(~labeled_mask)),
+    )
     latents = random_projection_latents(data.images, data.num_classes, args.latent_dim, args.seed)
-    print(f"data: {data.source} ({len(data)} images, K={data.num_classes} classes, "
-          f"{'multi-label' if data.multi_label else 'multi-class'})")
+    print(
+        f"data: {data.source} ({len(data)} images, K={data.num_classes} classes, "
+        f"{'multi-label' if data.multi_label else 'multi-class'})"
+    )
     print(f"labeled set M={len(labeled)}, pool N={len(pool)}, budget b={args.budget}")
     print(PLACEHOLDER_NOTE)
     variants = VARIANTS if args.variant == "all" else (args.variant,)
@@ -108,8 +121,10 @@ def _rank(args: argparse.Namespace) -> int:
 
 
 def _print_selection(variant: str, selection: Selection, pool: ImageSet) -> None:
-    print(f"\nGESTALT-{variant}: top {selection.indices.size} of {len(pool)} "
-          "(score = mean rank; higher = more informative)")
+    print(
+        f"\nGESTALT-{variant}: top {selection.indices.size} of {len(pool)} "
+        "(score = mean rank; higher = more informative)"
+    )
     print(f"{'#':>4}  {'sample id':<20} {'score':>9}  findings")
     for position, (i, s) in enumerate(zip(selection.indices, selection.scores, strict=True), 1):
         findings = ", ".join(pool.findings(int(i))) or "no finding"

@@ -38,7 +38,9 @@ def scores(latents: np.ndarray, variant: str, train: np.ndarray | None = None) -
     if variant == "node":
         columns = np.array([node(w) for w in graphs])
     elif variant == "edge":
-        columns = np.array([[w[i, j] for i, j in itertools.combinations(range(k), 2)] for w in graphs])
+        columns = np.array(
+            [[w[i, j] for i, j in itertools.combinations(range(k), 2)] for w in graphs]
+        )
     else:
         assert train is not None
         train_nodes = np.array([node(graph(s)) for s in train])
@@ -46,11 +48,14 @@ def scores(latents: np.ndarray, variant: str, train: np.ndarray | None = None) -
         columns = np.array(
             [
                 [
-                    round(sum((w[i, j] - mean[i]) / std[i] * w[i, j] for j in range(k) if j != i), 12)
+                    round(
+                        sum((w[i, j] - mean[i]) / std[i] * w[i, j] for j in range(k) if j != i), 12
+                    )
                     for i in range(k)
                 ]
                 for w in graphs
             ]
         )
     ranks = np.column_stack([rankdata(columns[:, c]) for c in range(columns.shape[1])])
-    return ranks.mean(axis=1)
+    score: np.ndarray = ranks.mean(axis=1)
+    return score

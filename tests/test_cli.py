@@ -14,7 +14,9 @@ SCRIPT = Path(sys.executable).with_name("gestalt-al")
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, timeout=300, check=False)
+    return subprocess.run(
+        [str(SCRIPT), *args], capture_output=True, text=True, timeout=300, check=False
+    )
 
 
 def test_demo_prints_top_queries_and_writes_json(tmp_path: Path) -> None:
@@ -26,7 +28,8 @@ def test_demo_prints_top_queries_and_writes_json(tmp_path: Path) -> None:
         assert f"GESTALT-{variant}: top 4 of 597" in result.stdout
     report = json.loads(out.read_text())
     node = report["selections"]["node"]
-    assert len(node) == 4 and all(row["id"].endswith(".png") for row in node)
+    assert len(node) == 4
+    assert all(row["id"].endswith(".png") for row in node)
     assert [row["score"] for row in node] == sorted((row["score"] for row in node), reverse=True)
 
 
@@ -39,22 +42,30 @@ def test_demo_reports_bad_budget_clearly() -> None:
 def test_rank_command_on_saved_latents(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     path = tmp_path / "latents.npz"
-    np.savez(path, latents=rng.normal(size=(20, 4, 8)), ids=np.array([f"img{i}" for i in range(20)]))
+    np.savez(
+        path, latents=rng.normal(size=(20, 4, 8)), ids=np.array([f"img{i}" for i in range(20)])
+    )
     result = _run("rank", str(path), "--variant", "edge", "--budget", "3")
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.strip().splitlines()) == 3
     bad = tmp_path / "bad.npz"
     np.savez(bad, latents=np.full((3, 4, 8), np.nan), ids=np.array(["a", "b", "c"]))
     result = _run("rank", str(bad))
-    assert result.returncode == 2 and "NaN or inf" in result.stderr
+    assert result.returncode == 2
+    assert "NaN or inf" in result.stderr
 
 
 def test_core_import_starts_no_ray() -> None:
     code = (
-        "import sys, gestalt_al, gestalt_al.ranking, gestalt_al.data, gestalt_al.latents, gestalt_al.cli;"
+        "import sys, gestalt_al, gestalt_al.ranking, gestalt_al.data, gestalt_al.latents,"
+        " gestalt_al.cli;"
         "bad = [m for m in ('ray', 'monai', 'torch') if m in sys.modules]; print(bad)"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=dict(os.environ)
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=dict(os.environ),
     )
     assert result.stdout.strip() == "[]"

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gestalt_al.data import DataLoadError, bundled_nih_path, load_dataset, load_image_folder, load_npz
+from gestalt_al.data import (
+    DataLoadError,
+    bundled_nih_path,
+    load_dataset,
+    load_image_folder,
+    load_npz,
+)
 from tests.dicom_files import write_dicom
 
 # The project's shared data folder sits beside the repository (as in CI).
@@ -17,19 +23,27 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 def test_bundled_nih_sample_is_multilabel_with_file_name_ids() -> None:
     train = load_npz(bundled_nih_path(), "train")
-    assert len(train) == 697 and train.images.shape == (697, 28, 28)
-    assert train.multi_label and train.num_classes == 14 and train.label_names[0] == "atelectasis"
-    assert train.ids[0].endswith(".png") and len(set(train.ids)) == 697
-    assert int(train.labels.sum(axis=0)[2]) == 92  # effusion positives, SOURCES.md  # type: ignore[union-attr]
+    assert len(train) == 697
+    assert train.images.shape == (697, 28, 28)
+    assert train.multi_label
+    assert train.num_classes == 14
+    assert train.label_names[0] == "atelectasis"
+    assert train.ids[0].endswith(".png")
+    assert len(set(train.ids)) == 697
+    assert train.labels is not None
+    assert int(train.labels.sum(axis=0)[2]) == 92  # effusion positives, SOURCES.md
     big = load_npz(bundled_nih_path(), "test", images_key="images_64")
     assert big.images.shape == (330, 64, 64)
 
 
 def test_medmnist_single_label_sets_get_split_index_ids() -> None:
     pneumonia = load_npz(SHARED / "pneumoniamnist.npz", "val")
-    assert len(pneumonia) == 524 and not pneumonia.multi_label
-    assert pneumonia.ids[3] == "val/3" and pneumonia.labels is not None
-    assert pneumonia.num_classes == 2 and pneumonia.labels.shape == (524,)
+    assert len(pneumonia) == 524
+    assert not pneumonia.multi_label
+    assert pneumonia.ids[3] == "val/3"
+    assert pneumonia.labels is not None
+    assert pneumonia.num_classes == 2
+    assert pneumonia.labels.shape == (524,)
 
 
 def _npz(tmp_path: Path, **arrays: np.ndarray) -> Path:
@@ -45,14 +59,19 @@ def test_npz_errors_name_file_and_problem(tmp_path: Path) -> None:
     with pytest.raises(DataLoadError, match="has 4 images but 'train_labels' has 3 rows"):
         load_npz(_npz(tmp_path, train_images=imgs, train_labels=labels[:3]), "train")
     with pytest.raises(DataLoadError, match="NaN or inf pixels"):
-        load_npz(_npz(tmp_path, train_images=np.full((4, 8, 8), np.nan), train_labels=labels), "train")
+        load_npz(
+            _npz(tmp_path, train_images=np.full((4, 8, 8), np.nan), train_labels=labels), "train"
+        )
     with pytest.raises(DataLoadError, match="multi-label labels must be 0/1"):
         load_npz(_npz(tmp_path, train_images=imgs, train_labels=np.full((4, 3), 2)), "train")
     with pytest.raises(DataLoadError, match="without pickle"):
-        load_npz(_npz(tmp_path, train_images=imgs, train_labels=np.array([[{}]] * 4, dtype=object)), "train")
+        load_npz(
+            _npz(tmp_path, train_images=imgs, train_labels=np.array([[{}]] * 4, dtype=object)),
+            "train",
+        )
     broken = tmp_path / "broken.npz"
     broken.write_bytes(b"PK\x03\x04 definitely not a zip")
-    with pytest.raises(DataLoadError, match="broken.npz: not a readable .npz"):
+    with pytest.raises(DataLoadError, match=r"broken\.npz: not a readable \.npz"):
         load_npz(broken)
     with pytest.raises(DataLoadError, match="no such file"):
         load_npz(tmp_path / "missing.npz")
@@ -69,8 +88,10 @@ def test_folder_with_multilabel_csv(tmp_path: Path) -> None:
     (tmp_path / "labels.csv").write_text("id,effusion,mass\nsub/a.png,1,0\nb.png,1,1\n")
     data = load_image_folder(tmp_path, tmp_path / "labels.csv")
     assert data.ids.tolist() == ["sub/a.png", "b.png"]
-    assert data.multi_label and data.label_names == ("effusion", "mass")
-    assert data.images[0, 0, 0] == 20 and data.findings(1) == ["effusion", "mass"]
+    assert data.multi_label
+    assert data.label_names == ("effusion", "mass")
+    assert data.images[0, 0, 0] == 20
+    assert data.findings(1) == ["effusion", "mass"]
 
 
 def test_folder_single_label_and_unlabeled(tmp_path: Path) -> None:
@@ -78,9 +99,12 @@ def test_folder_single_label_and_unlabeled(tmp_path: Path) -> None:
     _png(tmp_path / "y.jpg", 2)
     (tmp_path / "labels.csv").write_text("id,label\nx.png,0\ny.jpg,2\n")
     labeled = load_image_folder(tmp_path, tmp_path / "labels.csv")
-    assert not labeled.multi_label and labeled.labels is not None and labeled.labels.tolist() == [0, 2]
+    assert not labeled.multi_label
+    assert labeled.labels is not None
+    assert labeled.labels.tolist() == [0, 2]
     pool = load_dataset(tmp_path)
-    assert pool.labels is None and pool.ids.tolist() == ["x.png", "y.jpg"]
+    assert pool.labels is None
+    assert pool.ids.tolist() == ["x.png", "y.jpg"]
 
 
 def test_folder_errors_lose_nothing_silently(tmp_path: Path) -> None:

@@ -15,11 +15,33 @@ from gestalt_al.ranking import gestalt_scores, select_top
 from tests import reference
 
 EXPECTED_TOP5 = {
-    "node": ["00000013_028.png", "00000116_006.png", "00000041_001.png", "00000013_032.png", "00000181_004.png"],
-    "edge": ["00000013_028.png", "00000116_006.png", "00000116_010.png", "00000211_000.png", "00000116_033.png"],
-    "weighted_node": ["00000013_000.png", "00000181_024.png", "00000116_026.png", "00000013_013.png", "00000032_013.png"],
+    "node": [
+        "00000013_028.png",
+        "00000116_006.png",
+        "00000041_001.png",
+        "00000013_032.png",
+        "00000181_004.png",
+    ],
+    "edge": [
+        "00000013_028.png",
+        "00000116_006.png",
+        "00000116_010.png",
+        "00000211_000.png",
+        "00000116_033.png",
+    ],
+    "weighted_node": [
+        "00000013_000.png",
+        "00000181_024.png",
+        "00000116_026.png",
+        "00000013_013.png",
+        "00000032_013.png",
+    ],
 }
-EXPECTED_TOP_SCORE = {"node": 279.7857142857143, "edge": 207.2087912087912, "weighted_node": 269.7142857142857}
+EXPECTED_TOP_SCORE = {
+    "node": 279.7857142857143,
+    "edge": 207.2087912087912,
+    "weighted_node": 269.7142857142857,
+}
 
 
 @pytest.mark.parametrize("variant", list(EXPECTED_TOP5))

@@ -49,7 +49,13 @@ def test_select_top_is_the_sorted_prefix(raw: list[int], data: st.DataObject) ->
 
 
 @pytest.mark.parametrize(
-    ("budget", "message"), [(0, "positive integer"), (-1, "positive integer"), (4, "larger than the pool"), (True, "positive")]
+    ("budget", "message"),
+    [
+        (0, "positive integer"),
+        (-1, "positive integer"),
+        (4, "larger than the pool"),
+        (True, "positive"),
+    ],
 )
 def test_select_top_rejects_bad_budgets(budget: int, message: str) -> None:
     with pytest.raises(ValueError, match=message):

@@ -29,7 +29,7 @@ def test_bad_shapes_and_types(latents: np.ndarray, message: str) -> None:
 def test_non_finite_latents_name_the_sample(bad: float) -> None:
     latents = GOOD.copy()
     latents[4, 1, 2] = bad
-    with pytest.raises(ValueError, match="NaN or inf in 1 sample.*index 4"):
+    with pytest.raises(ValueError, match=r"NaN or inf in 1 sample.*index 4"):
         gestalt_scores(latents, "edge")
 
 
@@ -50,7 +50,7 @@ def test_train_k_mismatch() -> None:
 
 def test_train_with_no_spread_is_refused_not_nan() -> None:
     one_sample = GOOD[:1]
-    with pytest.raises(ValueError, match="standard deviation .* M=1 labeled"):
+    with pytest.raises(ValueError, match=r"standard deviation .* M=1 labeled"):
         gestalt_scores(GOOD, "weighted_node", one_sample)
     identical = np.repeat(GOOD[:1], 5, axis=0)
     with pytest.raises(ValueError, match="vary over the labeled set"):

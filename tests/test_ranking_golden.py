@@ -34,7 +34,9 @@ def test_edge_and_node_weights_by_hand() -> None:
     )
     np.testing.assert_array_equal(edges, edges.transpose(0, 2, 1))
     np.testing.assert_array_equal(np.diagonal(edges, axis1=1, axis2=2), 0)
-    np.testing.assert_array_equal(node_weights(edges), [[2, 2, 2], [-1, 0, -1], [0, 1, 1], [-1, -1, 0]])
+    np.testing.assert_array_equal(
+        node_weights(edges), [[2, 2, 2], [-1, 0, -1], [0, 1, 1], [-1, -1, 0]]
+    )
 
 
 def test_node_scores_by_hand() -> None:

@@ -32,7 +32,9 @@ def pool_and_train(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _prior_is_defined(train: np.ndarray) -> bool:
-    return bool((np.array([reference.node(reference.graph(s)) for s in train]).std(axis=0) > 1e-9).all())
+    return bool(
+        (np.array([reference.node(reference.graph(s)) for s in train]).std(axis=0) > 1e-9).all()
+    )
 
 
 @given(pools(), st.sampled_from(["node", "edge"]))
@@ -85,7 +87,8 @@ def test_ranks_sum_like_average_ranks(pool: np.ndarray, variant: str) -> None:
     scores = gestalt_scores(pool, variant)
     n = len(pool)
     assert scores.sum() == pytest.approx(n * (n + 1) / 2)
-    assert scores.min() >= 1 and scores.max() <= n
+    assert scores.min() >= 1
+    assert scores.max() <= n
 
 
 @given(pools(), st.integers(1, 5), st.sampled_from(["node", "edge"]))

@@ -70,7 +70,9 @@ def _read_label_csv(
     with path.open(newline="") as handle:
         rows = list(csv.reader(handle))
     if not rows or rows[0][:1] != ["id"] or len(rows[0]) < 2:
-        raise DataLoadError(f"{path}: the header must be 'id,label' or 'id,<class 1>,<class 2>,...'")
+        raise DataLoadError(
+            f"{path}: the header must be 'id,label' or 'id,<class 1>,<class 2>,...'"
+        )
     header = tuple(rows[0][1:])
     ids: list[str] = []
     values: list[list[int]] = []
@@ -118,7 +120,7 @@ def _decode_raster(path: Path) -> np.ndarray:
 
 def _decode_dicom(path: Path) -> np.ndarray:
     # MONAI is imported here, not at module import: it costs ~10 s and most sets are PNG/npz.
-    from monai.data import PydicomReader  # noqa: PLC0415
+    from monai.data.image_reader import PydicomReader
 
     try:
         reader = PydicomReader(swap_ij=False)

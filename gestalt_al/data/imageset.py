@@ -75,7 +75,9 @@ def _check_labels(labels: np.ndarray, n: int, k: int, multi_label: bool, source:
     if labels.shape != expected:
         raise DataLoadError(f"{source}: labels must be shaped {expected}, got {labels.shape}")
     if multi_label and not np.isin(labels, (0, 1)).all():
-        raise DataLoadError(f"{source}: multi-label labels must be 0/1, found {np.unique(labels)[:10]}")
+        raise DataLoadError(
+            f"{source}: multi-label labels must be 0/1, found {np.unique(labels)[:10]}"
+        )
     if not multi_label and labels.size and (labels.min() < 0 or labels.max() >= k):
         raise DataLoadError(f"{source}: class indices must lie in 0..{k - 1}")
 

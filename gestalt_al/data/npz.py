@@ -15,7 +15,7 @@ _ID_KEYS = ("ids", "filenames")
 
 
 def load_npz(path: str | Path, split: str = "train", images_key: str = "images") -> ImageSet:
-    """One split of an archive. Ids are the archive's file names if it has them, else ``split/i``."""
+    """One split. Ids are the archive's file names if it has them, else ``split/i``."""
     source = str(path)
     archive = _open(path)
     try:
@@ -29,7 +29,11 @@ def load_npz(path: str | Path, split: str = "train", images_key: str = "images")
                 )
         images = _read(archive, image_key, source)
         raw_labels = _read(archive, label_key, source)
-        names = tuple(str(x) for x in _read(archive, "label_names", source)) if "label_names" in keys else None
+        names = (
+            tuple(str(x) for x in _read(archive, "label_names", source))
+            if "label_names" in keys
+            else None
+        )
         id_key = next((f"{split}_{k}" for k in _ID_KEYS if f"{split}_{k}" in keys), None)
         ids = (
             _read(archive, id_key, source).astype(str)
@@ -42,7 +46,7 @@ def load_npz(path: str | Path, split: str = "train", images_key: str = "images")
         raise DataLoadError(f"{source}: '{image_key}' must be [N, H, W], got shape {images.shape}")
     if np.issubdtype(images.dtype, np.floating) and not np.isfinite(images).all():
         raise DataLoadError(f"{source}: '{image_key}' contains NaN or inf pixels")
-    for key, arr in ((label_key, raw_labels), (id_key, ids)):
+    for key, arr in ((label_key, raw_labels), (id_key or "", ids)):
         if key and arr.shape[0] != images.shape[0]:
             raise DataLoadError(
                 f"{source}: '{image_key}' has {images.shape[0]} images but '{key}' has "
@@ -56,15 +60,18 @@ def _open(path: str | Path) -> np.lib.npyio.NpzFile:
     if not Path(path).is_file():
         raise DataLoadError(f"{path}: no such file")
     try:
-        return np.load(path, allow_pickle=False)
+        archive: np.lib.npyio.NpzFile = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise DataLoadError(f"{path}: not a readable .npz archive ({exc})") from exc
+    return archive
 
 
 def _read(archive: np.lib.npyio.NpzFile, key: str, source: str) -> np.ndarray:
     try:
         return np.asarray(archive[key])
     except ValueError as exc:  # object arrays need pickle, which untrusted data never gets
-        raise DataLoadError(f"{source}: array '{key}' cannot be read without pickle ({exc})") from exc
+        raise DataLoadError(
+            f"{source}: array '{key}' cannot be read without pickle ({exc})"
+        ) from exc
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
         raise DataLoadError(f"{source}: array '{key}' is corrupt ({exc})") from exc

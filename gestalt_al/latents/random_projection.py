@@ -13,7 +13,7 @@ import numpy as np
 def random_projection_latents(
     images: np.ndarray, num_classes: int, dim: int = 64, seed: int = 0
 ) -> np.ndarray:
-    """``[N, H, W]`` images -> float32 ``[N, K, D]``: standardised pixels times K fixed Gaussians."""
+    """``[N, H, W]`` -> float32 ``[N, K, D]``: standardised pixels times K fixed Gaussians."""
     if images.ndim != 3:
         raise ValueError(f"images must be [N, H, W], got shape {images.shape}")
     if num_classes < 2 or dim < 1:

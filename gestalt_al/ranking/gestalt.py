@@ -26,7 +26,7 @@ VARIANTS: tuple[Variant, ...] = get_args(Variant)
 def check_variant(variant: str) -> Variant:
     if variant not in VARIANTS:
         raise ValueError(f"unknown GESTALT variant {variant!r}; choose one of {list(VARIANTS)}")
-    return variant  # type: ignore[return-value]
+    return variant
 
 
 def rank_columns(
@@ -82,7 +82,9 @@ def gestalt_scores_sharded(
     chosen = check_variant(variant)
     if not shards:
         raise ValueError("the pool has no shards")
-    named = [(s, f"latents shard {i}" if len(shards) > 1 else "latents") for i, s in enumerate(shards)]
+    named = [
+        (s, f"latents shard {i}" if len(shards) > 1 else "latents") for i, s in enumerate(shards)
+    ]
     pools = [check_latents(s, name) for s, name in named]
     for (_, name), pool in zip(named, pools, strict=True):
         check_same_graph(pools[0], pool, name)

@@ -35,7 +35,8 @@ class NodeWeightPrior:
         new = NodeWeightPrior.from_node_weights(node_w)
         if new.mean.shape != self.mean.shape:
             raise ValueError(
-                f"new labeled samples have K={new.mean.size} classes, the prior has {self.mean.size}"
+                f"new labeled samples have K={new.mean.size} classes, "
+                f"the prior has {self.mean.size}"
             )
         total = self.count + new.count
         delta = new.mean - self.mean
@@ -51,7 +52,7 @@ class NodeWeightPrior:
         return np.sqrt(self.m2 / self.count)
 
     def checked_std(self) -> np.ndarray:
-        """``std``, refusing classes whose spread is zero: the z-scores of Eq. 6 would be undefined."""
+        """``std``, refusing zero spread: the z-scores of Eq. 6 would be undefined."""
         std = self.std
         flat = np.flatnonzero(std < MIN_STD)
         if flat.size:

@@ -41,7 +41,8 @@ def average_ranks(values: np.ndarray, pool_sorted: np.ndarray | None = None) -> 
     ``merge_sorted_columns``) they are global ranks among the whole pool that ``values`` is
     one shard of.
     """
-    return np.column_stack(list(_column_ranks(values, pool_sorted)))
+    ranks: np.ndarray = np.column_stack(list(_column_ranks(values, pool_sorted)))
+    return ranks
 
 
 def mean_rank(values: np.ndarray, pool_sorted: np.ndarray | None = None) -> np.ndarray:
@@ -49,7 +50,8 @@ def mean_rank(values: np.ndarray, pool_sorted: np.ndarray | None = None) -> np.n
     total = np.zeros(values.shape[0], dtype=np.float64)
     for ranks in _column_ranks(values, pool_sorted):
         total += ranks
-    return total / values.shape[1]
+    total /= values.shape[1]
+    return total
 
 
 def _column_ranks(values: np.ndarray, pool_sorted: np.ndarray | None) -> Iterator[np.ndarray]:

@@ -44,7 +44,9 @@ def check_edge_weights(edges: object) -> np.ndarray:
     if not np.isfinite(arr).all():
         raise ValueError("edge weights contain NaN or inf")
     if np.any(np.diagonal(arr, axis1=1, axis2=2)):
-        raise ValueError("edge weights must have a zero diagonal (no self-loops), as edge_weights()")
+        raise ValueError(
+            "edge weights must have a zero diagonal (no self-loops), as edge_weights()"
+        )
     return arr
 
 
