@@ -125,7 +125,9 @@ def _print_selection(variant: str, selection: Selection, pool: ImageSet) -> None
         f"\nGESTALT-{variant}: top {selection.indices.size} of {len(pool)} "
         "(score = mean rank; higher = more informative)"
     )
-    print(f"{'#':>4}  {'sample id':<20} {'score':>9}  findings")
+    print(
+        f"{'#':>4}  {'sample id':<20} {'score':>9}  findings (ground truth, unseen by the ranking)"
+    )
     for position, (i, s) in enumerate(zip(selection.indices, selection.scores, strict=True), 1):
         findings = ", ".join(pool.findings(int(i))) or "no finding"
         print(f"{position:>4}  {pool.ids[i]!s:<20} {s:>9.3f}  {findings}")

@@ -31,6 +31,10 @@ def cosine_graph(lat: np.ndarray, chunk_size: int = DEFAULT_CHUNK) -> np.ndarray
     diagonal = np.arange(k)
     for start in range(0, n, chunk_size):
         z = lat[start : start + chunk_size].astype(np.float64)
+        # Rescale every latent by a power of two (exact, and cosine ignores it) so that the
+        # squared norms below neither overflow nor underflow for any finite input.
+        _, exponent = np.frexp(np.abs(z).max(axis=2, keepdims=True))
+        z = np.ldexp(z, -exponent)
         gram = np.matmul(z, z.transpose(0, 2, 1), out=out[start : start + chunk_size])
         squared = np.diagonal(gram, axis1=1, axis2=2).copy()
         # One square root of the product of squared norms keeps exact cases exact
