@@ -31,12 +31,16 @@ def cosine_graph(lat: np.ndarray, chunk_size: int = DEFAULT_CHUNK) -> np.ndarray
     diagonal = np.arange(k)
     for start in range(0, n, chunk_size):
         z = lat[start : start + chunk_size].astype(np.float64)
-        # Rescale every latent by a power of two (exact, and cosine ignores it) so that the
-        # squared norms below neither overflow nor underflow for any finite input.
-        _, exponent = np.frexp(np.abs(z).max(axis=2, keepdims=True))
-        z = np.ldexp(z, -exponent)
-        gram = np.matmul(z, z.transpose(0, 2, 1), out=out[start : start + chunk_size])
+        with np.errstate(over="ignore", under="ignore"):  # detected and redone below
+            gram = np.matmul(z, z.transpose(0, 2, 1), out=out[start : start + chunk_size])
         squared = np.diagonal(gram, axis1=1, axis2=2).copy()
+        if not _norms_in_safe_range(z, squared):
+            # Rescale each latent by a power of two (exact; cosine ignores it) so the
+            # products below neither overflow nor underflow, then redo the Gram matrix.
+            _, exponent = np.frexp(np.abs(z).max(axis=2, keepdims=True))
+            z = np.ldexp(z, -exponent)
+            gram = np.matmul(z, z.transpose(0, 2, 1), out=gram)
+            squared = np.diagonal(gram, axis1=1, axis2=2).copy()
         # One square root of the product of squared norms keeps exact cases exact
         # (parallel, orthogonal and integer latents); a zero latent gets similarity 0.
         scale = np.sqrt(squared[:, :, None] * squared[:, None, :])
@@ -45,6 +49,16 @@ def cosine_graph(lat: np.ndarray, chunk_size: int = DEFAULT_CHUNK) -> np.ndarray
         gram[:, diagonal, diagonal] = 0.0
         snap(gram)
     return out
+
+
+def _norms_in_safe_range(z: np.ndarray, squared: np.ndarray) -> bool:
+    """Whether products of two squared norms stay normal floats (the common case: no rescale).
+
+    A zero squared norm is only safe for a latent that really is zero, not one that underflowed.
+    """
+    zero = squared == 0
+    in_range = (squared > 2.0**-500) & (squared < 2.0**500)
+    return bool(np.all(zero | in_range)) and not (zero.any() and np.any(z[zero]))
 
 
 def node_weights(edges: np.ndarray) -> np.ndarray:
