@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from gestalt_al.data import DataLoadError, ImageSet, bundled_nih_path, load_dataset
+from gestalt_al.data.npz import open_npz, read_array
 from gestalt_al.latents import random_projection_latents
 from gestalt_al.ranking import VARIANTS, Selection, gestalt_scores, select_top
 
@@ -103,17 +104,18 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _rank(args: argparse.Namespace) -> int:
-    try:
-        archive = np.load(args.latents, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise DataLoadError(f"{args.latents}: not a readable .npz archive ({exc})") from exc
-    with archive:
+    source = str(args.latents)
+    with open_npz(args.latents) as archive:
         missing = {"latents", "ids"} - set(archive.files)
         if missing:
-            raise DataLoadError(f"{args.latents}: missing array(s) {sorted(missing)}")
-        train = archive["train_latents"] if "train_latents" in archive.files else None
-        scores = gestalt_scores(archive["latents"], args.variant, train)
-        ids = archive["ids"].astype(str)
+            raise DataLoadError(f"{source}: missing array(s) {sorted(missing)}")
+        train = (
+            read_array(archive, "train_latents", source)
+            if "train_latents" in archive.files
+            else None
+        )
+        scores = gestalt_scores(read_array(archive, "latents", source), args.variant, train)
+        ids = read_array(archive, "ids", source).astype(str)
     selection = select_top(scores, ids, args.budget)
     for position, (i, s) in enumerate(zip(selection.indices, selection.scores, strict=True), 1):
         print(f"{position:>4}  {ids[i]}  {s:.4f}")

@@ -52,13 +52,13 @@ def test_weighted_node_matches_naive_reference(data: tuple[np.ndarray, np.ndarra
     )
 
 
-@given(pool_and_train(), st.sampled_from(VARIANTS), st.randoms())
+@given(pool_and_train(), st.sampled_from(VARIANTS), st.data())
 def test_permuting_the_pool_permutes_the_scores(
-    data: tuple[np.ndarray, np.ndarray], variant: str, rnd: object
+    data: tuple[np.ndarray, np.ndarray], variant: str, draw: st.DataObject
 ) -> None:
     pool, train = data
     assume(variant != "weighted_node" or _prior_is_defined(train))
-    perm = np.random.default_rng(len(pool)).permutation(len(pool))
+    perm = np.array(draw.draw(st.permutations(range(len(pool)))))
     np.testing.assert_array_equal(
         gestalt_scores(pool[perm], variant, train), gestalt_scores(pool, variant, train)[perm]
     )

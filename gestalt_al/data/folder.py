@@ -9,6 +9,7 @@ name an existing image, and the other way round: nothing is skipped quietly.
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -86,8 +87,9 @@ def _read_label_csv(
         except ValueError as exc:
             raise DataLoadError(f"{path}:{line}: labels must be integers ({exc})") from exc
         ids.append(row[0])
-    if len(set(ids)) != len(ids):
-        dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
+    repeated = sorted(i for i, n in Counter(ids).items() if n > 1)
+    if repeated:
+        dup = repeated[:5]
         raise DataLoadError(f"{path}: images labeled more than once: {dup}")
     unlabeled = sorted(set(files) - set(ids))
     if unlabeled:

@@ -17,7 +17,7 @@ _ID_KEYS = ("ids", "filenames")
 def load_npz(path: str | Path, split: str = "train", images_key: str = "images") -> ImageSet:
     """One split. Ids are the archive's file names if it has them, else ``split/i``."""
     source = str(path)
-    archive = _open(path)
+    archive = open_npz(path)
     try:
         keys = set(archive.files)
         image_key, label_key = f"{split}_{images_key}", f"{split}_labels"
@@ -27,16 +27,16 @@ def load_npz(path: str | Path, split: str = "train", images_key: str = "images")
                     f"{source}: no array '{key}' for split '{split}'; the archive has "
                     f"{sorted(keys)}"
                 )
-        images = _read(archive, image_key, source)
-        raw_labels = _read(archive, label_key, source)
+        images = read_array(archive, image_key, source)
+        raw_labels = read_array(archive, label_key, source)
         names = (
-            tuple(str(x) for x in _read(archive, "label_names", source))
+            tuple(str(x) for x in read_array(archive, "label_names", source))
             if "label_names" in keys
             else None
         )
         id_key = next((f"{split}_{k}" for k in _ID_KEYS if f"{split}_{k}" in keys), None)
         ids = (
-            _read(archive, id_key, source).astype(str)
+            read_array(archive, id_key, source).astype(str)
             if id_key
             else np.array([f"{split}/{i}" for i in range(images.shape[0])])
         )
@@ -56,7 +56,7 @@ def load_npz(path: str | Path, split: str = "train", images_key: str = "images")
     return ImageSet(ids, images, labels, label_names, multi_label, f"{source}:{split}")
 
 
-def _open(path: str | Path) -> np.lib.npyio.NpzFile:
+def open_npz(path: str | Path) -> np.lib.npyio.NpzFile:
     if not Path(path).is_file():
         raise DataLoadError(f"{path}: no such file")
     try:
@@ -66,7 +66,7 @@ def _open(path: str | Path) -> np.lib.npyio.NpzFile:
     return archive
 
 
-def _read(archive: np.lib.npyio.NpzFile, key: str, source: str) -> np.ndarray:
+def read_array(archive: np.lib.npyio.NpzFile, key: str, source: str) -> np.ndarray:
     try:
         return np.asarray(archive[key])
     except ValueError as exc:  # object arrays need pickle, which untrusted data never gets

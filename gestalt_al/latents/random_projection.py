@@ -22,9 +22,8 @@ def random_projection_latents(
     pixels = images.reshape(n, -1).astype(np.float32)
     pixels -= pixels.mean(axis=1, keepdims=True)
     spread = pixels.std(axis=1, keepdims=True)
-    # A constant image has no structure: it projects to zero latents (ranked, never NaN).
+    # A constant image is all zeros once centred: it projects to zero latents (never NaN).
     np.divide(pixels, spread, out=pixels, where=spread > 0)
-    pixels[(spread == 0)[:, 0]] = 0.0
     rng = np.random.default_rng(seed)
     projection = rng.standard_normal((pixels.shape[1], num_classes * dim), dtype=np.float32)
     projection /= np.sqrt(np.float32(pixels.shape[1]))
