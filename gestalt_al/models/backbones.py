@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 from torchvision.models import densenet121, resnet18
@@ -16,12 +18,12 @@ def build_model(config: ModelConfig) -> nn.Module:
         dense.features.conv0 = _stem_conv(config, out_channels=64)
         if config.small_stem:
             dense.features.pool0 = nn.Identity()
-        return dense
+        return cast(nn.Module, dense)
     res = resnet18(weights=None, num_classes=config.num_classes)
     res.conv1 = _stem_conv(config, out_channels=64)
     if config.small_stem:
         res.maxpool = nn.Identity()
-    return res
+    return cast(nn.Module, res)
 
 
 def _stem_conv(config: ModelConfig, out_channels: int) -> nn.Conv2d:
