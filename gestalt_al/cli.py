@@ -12,13 +12,13 @@ import numpy as np
 
 from gestalt_al.data import DataLoadError, ImageSet, bundled_nih_path, load_dataset
 from gestalt_al.data.npz import open_npz, read_array
-from gestalt_al.latents import random_projection_latents
+from gestalt_al.latents import SaliencyLatentEncoder, load_autoencoder, save_autoencoder
+from gestalt_al.models import ARCHS, as_model_input, load_model, save_model
+from gestalt_al.pipeline import RoundResult, RoundSettings, run_round
+from gestalt_al.plots.explain import explain_figure
 from gestalt_al.ranking import VARIANTS, Selection, gestalt_scores, select_top
-
-PLACEHOLDER_NOTE = (
-    "NOTE: latents are a fixed random projection of the images, NOT saliency maps; the "
-    "saliency-latent stage is not built yet. The ranking and selection are the real GESTALT code."
-)
+from gestalt_al.saliency import METHODS, canonize
+from gestalt_al.training import TrainConfig
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -37,16 +37,24 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo", help="rank a pool with GESTALT and print the top queries (bundled NIH sample)"
     )
-    demo.add_argument("--data", type=Path, default=None, help=".npz archive or image folder")
-    demo.add_argument("--labels-csv", type=Path, default=None, help="labels for an image folder")
-    demo.add_argument("--split", default="train", help="split of an .npz archive to use as pool")
-    demo.add_argument("--images-key", default="images", help="e.g. images_64 for the NIH 64 px set")
+    _add_data_arguments(demo)
     demo.add_argument("--initial-labeled", type=int, default=100, help="labeled set size M")
+    demo.add_argument("--pool-limit", type=int, default=None, help="rank only the first N")
     demo.add_argument("--budget", type=int, default=10, help="queries per variant (b)")
     demo.add_argument("--variant", choices=[*VARIANTS, "all"], default="all")
+    demo.add_argument("--arch", choices=ARCHS, default="densenet121")
+    demo.add_argument("--saliency", choices=METHODS, default="deep_taylor")
+    demo.add_argument("--epochs", type=int, default=15, help="most training epochs")
+    demo.add_argument("--learning-rate", type=float, default=1e-4)
     demo.add_argument("--latent-dim", type=int, default=64)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--out", type=Path, default=None, help="write the selections as JSON")
+    demo.add_argument(
+        "--save-dir",
+        type=Path,
+        default=None,
+        help="write model.pt, autoencoder.pt, latents.npz and explain.png here",
+    )
     demo.set_defaults(run=_demo)
 
     rank = commands.add_parser("rank", help="rank precomputed latents from an .npz file")
@@ -58,49 +66,149 @@ def _parser() -> argparse.ArgumentParser:
     rank.add_argument("--variant", choices=VARIANTS, default="node")
     rank.add_argument("--budget", type=int, default=10)
     rank.set_defaults(run=_rank)
+
+    explain = commands.add_parser(
+        "explain", help="PNG of chosen samples: image, K class saliency maps, class graph"
+    )
+    explain.add_argument("--model", type=Path, required=True, help="model.pt from demo")
+    explain.add_argument("--autoencoder", type=Path, required=True, help="autoencoder.pt")
+    _add_data_arguments(explain)
+    explain.add_argument("--ids", nargs="+", required=True, help="sample ids to explain")
+    explain.add_argument("--out", type=Path, default=Path("explain.png"))
+    explain.set_defaults(run=_explain)
     return parser
 
 
+def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", type=Path, default=None, help=".npz archive or image folder")
+    parser.add_argument("--labels-csv", type=Path, default=None, help="labels for a folder")
+    parser.add_argument("--split", default="train", help="split of an .npz archive (the pool)")
+    parser.add_argument("--images-key", default="images_64", help="images (28 px) or images_64")
+
+
+def _load(args: argparse.Namespace, split: str) -> ImageSet:
+    return load_dataset(args.data or bundled_nih_path(), split, args.images_key, args.labels_csv)
+
+
 def _demo(args: argparse.Namespace) -> int:
-    data = load_dataset(
-        args.data or bundled_nih_path(), args.split, args.images_key, args.labels_csv
-    )
+    data = _load(args, args.split)
     if data.labels is None:
         raise ValueError(
             f"{data.source}: the demo needs labels to pick a labeled set; pass --labels-csv"
         )
+    validation = _load(args, "val")
     if not 2 <= args.initial_labeled < len(data):
         raise ValueError(
             f"--initial-labeled must be in 2..{len(data) - 1}, got {args.initial_labeled}"
         )
     rng = np.random.default_rng(args.seed)
-    labeled_mask = np.zeros(len(data), dtype=bool)
-    labeled_mask[rng.choice(len(data), size=args.initial_labeled, replace=False)] = True
-    labeled, pool = (
-        data.subset(np.flatnonzero(labeled_mask)),
-        data.subset(np.flatnonzero(~labeled_mask)),
-    )
-    latents = random_projection_latents(data.images, data.num_classes, args.latent_dim, args.seed)
+    order = rng.permutation(len(data))
+    labeled = data.subset(np.sort(order[: args.initial_labeled]))
+    pool = data.subset(np.sort(order[args.initial_labeled :][: args.pool_limit]))
+    if args.budget > len(pool):
+        raise ValueError(f"budget {args.budget} is larger than the pool ({len(pool)} samples)")
     print(
         f"data: {data.source} ({len(data)} images, K={data.num_classes} classes, "
-        f"{'multi-label' if data.multi_label else 'multi-class'})"
+        f"{'multi-label' if data.multi_label else 'multi-class'}); validation {len(validation)}"
     )
     print(f"labeled set M={len(labeled)}, pool N={len(pool)}, budget b={args.budget}")
-    print(PLACEHOLDER_NOTE)
+    settings = RoundSettings(
+        arch=args.arch,
+        image_size=int(data.images.shape[-1]),
+        method=args.saliency,
+        latent_dim=args.latent_dim,
+        train=TrainConfig(max_epochs=args.epochs, learning_rate=args.learning_rate),
+        seed=args.seed,
+    )
     variants = VARIANTS if args.variant == "all" else (args.variant,)
+    result = run_round(labeled, pool, validation, settings, variants)
+    best = result.training.best_metrics
+    print(
+        f"{args.arch} trained on M={len(labeled)}: validation macro ROC-AUC "
+        f"{best.macro_auc:.3f} (epoch {result.training.best_epoch}); "
+        f"latents from {args.saliency} maps, [N, K, D] = {list(result.pool_latents.shape)}"
+    )
     report = {}
     for variant in variants:
-        scores = gestalt_scores(latents[~labeled_mask], variant, latents[labeled_mask])
-        selection = select_top(scores, pool.ids, args.budget)
+        selection = select_top(result.scores[variant], pool.ids, args.budget)
         _print_selection(variant, selection, pool)
         report[variant] = [
             {"id": str(pool.ids[i]), "score": float(s), "findings": pool.findings(int(i))}
             for i, s in zip(selection.indices, selection.scores, strict=True)
         ]
     if args.out:
-        args.out.write_text(json.dumps({"note": PLACEHOLDER_NOTE, "selections": report}, indent=2))
+        summary = {"validation_macro_auc": best.macro_auc, "saliency": args.saliency}
+        args.out.write_text(json.dumps({**summary, "selections": report}, indent=2))
         print(f"\nwrote {args.out}")
+    if args.save_dir:
+        _save_round(args.save_dir, result, labeled, pool, report[variants[-1]])
     return 0
+
+
+def _save_round(
+    directory: Path,
+    result: RoundResult,
+    labeled: ImageSet,
+    pool: ImageSet,
+    top: list[dict[str, object]],
+) -> None:
+    """The artifacts a user reuses: weights, autoencoder, latents, and a picture of the top 3."""
+    directory.mkdir(parents=True, exist_ok=True)
+    save_model(result.training.model, result.model_config, directory / "model.pt")
+    save_autoencoder(
+        result.encoder.autoencoder, result.encoder.method, directory / "autoencoder.pt"
+    )
+    np.savez(
+        directory / "latents.npz",
+        latents=result.pool_latents,
+        ids=pool.ids,
+        train_latents=result.labeled_latents,
+        train_ids=labeled.ids,
+    )
+    shown = [int(np.flatnonzero(pool.ids == row["id"])[0]) for row in top[:3]]
+    explain_figure(
+        directory / "explain.png",
+        pool.images[shown],
+        result.pool_maps[shown].numpy(),
+        result.pool_latents[shown],
+        pool.label_names,
+        [_title(pool, i) for i in shown],
+        signed_maps=result.encoder.method == "deep_taylor",
+    )
+    print(f"wrote model.pt, autoencoder.pt, latents.npz and explain.png to {directory}")
+
+
+def _explain(args: argparse.Namespace) -> int:
+    model, config = load_model(args.model)
+    autoencoder, method = load_autoencoder(args.autoencoder)
+    data = _load(args, args.split)
+    positions = {str(sample_id): i for i, sample_id in enumerate(data.ids)}
+    unknown = [i for i in args.ids if i not in positions]
+    if unknown:
+        raise ValueError(f"unknown sample id(s) in {data.source}: {unknown[:5]}")
+    shown = [positions[i] for i in args.ids]
+    if len(data.label_names) != config.num_classes:
+        raise ValueError(
+            f"the model has {config.num_classes} classes, {data.source} has {len(data.label_names)}"
+        )
+    encoder = SaliencyLatentEncoder(canonize(model), method, autoencoder)  # type: ignore[arg-type]
+    maps = encoder.maps(as_model_input(data.images[shown], config), progress=False)
+    explain_figure(
+        args.out,
+        data.images[shown],
+        maps.numpy(),
+        encoder.encode(maps),
+        data.label_names,
+        [_title(data, i) for i in shown],
+        signed_maps=method == "deep_taylor",
+    )
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _title(data: ImageSet, index: int) -> str:
+    findings = ", ".join(data.findings(index)) if data.labels is not None else "unlabeled"
+    return f"{data.ids[index]}\n{findings or 'no finding'}"
 
 
 def _rank(args: argparse.Namespace) -> int:

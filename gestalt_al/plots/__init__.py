@@ -1,0 +1,1 @@
+"""PNG figures where a person would rather look than read."""
