@@ -22,6 +22,7 @@ test: lint
 
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/ranking.py
+	$(VENV)/bin/python benchmarks/saliency.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

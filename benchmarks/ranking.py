@@ -19,13 +19,12 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
 from functools import partial  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 from scipy.stats import rankdata  # noqa: E402
+from timing import best_of  # noqa: E402
 
 from gestalt_al.ranking import (  # noqa: E402
     VARIANTS,
@@ -39,15 +38,6 @@ from gestalt_al.ranking import (  # noqa: E402
 
 K, D, M = 14, 64, 500
 RESULTS = Path(__file__).parent / "results" / "ranking.json"
-
-
-def best_of(repeats: int, run: Callable[[], np.ndarray]) -> tuple[float, np.ndarray]:
-    times, result = [], np.empty(0)
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = run()
-        times.append(time.perf_counter() - start)
-    return min(times), result
 
 
 def reference_scores(edges: np.ndarray, variant: str, prior: NodeWeightPrior | None) -> np.ndarray:

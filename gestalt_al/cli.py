@@ -28,6 +28,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DataLoadError, ValueError) as exc:
         print(f"gestalt-al: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        print(f"gestalt-al: error: cannot write output: {exc}", file=sys.stderr)
+        return 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -112,6 +115,10 @@ def _demo(args: argparse.Namespace) -> int:
         f"{'multi-label' if data.multi_label else 'multi-class'}); validation {len(validation)}"
     )
     print(f"labeled set M={len(labeled)}, pool N={len(pool)}, budget b={args.budget}")
+    # Fail on an unwritable destination now, not after minutes of training.
+    for directory in (args.out.parent if args.out else None, args.save_dir):
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
     settings = RoundSettings(
         arch=args.arch,
         image_size=int(data.images.shape[-1]),
@@ -191,7 +198,7 @@ def _explain(args: argparse.Namespace) -> int:
         raise ValueError(
             f"the model has {config.num_classes} classes, {data.source} has {len(data.label_names)}"
         )
-    encoder = SaliencyLatentEncoder(canonize(model), method, autoencoder)  # type: ignore[arg-type]
+    encoder = SaliencyLatentEncoder(canonize(model), method, autoencoder)
     maps = encoder.maps(as_model_input(data.images[shown], config), progress=False)
     explain_figure(
         args.out,

@@ -1,6 +1,7 @@
 """Per-class latent vectors ``[N, K, D]`` that GESTALT builds its class graphs from."""
 
 from gestalt_al.latents.map_autoencoder import (
+    MAP_SIZE,
     AutoencoderConfig,
     MapAutoencoder,
     fit_map_autoencoder,
@@ -11,6 +12,7 @@ from gestalt_al.latents.map_autoencoder import (
 from gestalt_al.latents.saliency_latents import SaliencyLatentEncoder, class_maps
 
 __all__ = [
+    "MAP_SIZE",
     "AutoencoderConfig",
     "MapAutoencoder",
     "SaliencyLatentEncoder",

@@ -18,6 +18,7 @@ from torch.nn import functional
 from tqdm import tqdm
 
 from gestalt_al.safe_io import load_state, save_state
+from gestalt_al.saliency import METHODS, Method
 
 MAP_SIZE = 32
 _CHANNELS = (16, 32, 64)
@@ -84,6 +85,13 @@ class AutoencoderConfig:
     learning_rate: float = 1e-3
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        for name in ("latent_dim", "epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.learning_rate < float("inf"):
+            raise ValueError(f"learning_rate must be positive and finite, got {self.learning_rate}")
+
 
 def fit_map_autoencoder(
     maps: torch.Tensor, config: AutoencoderConfig = AutoencoderConfig(), progress: bool = True
@@ -93,9 +101,10 @@ def fit_map_autoencoder(
     singles = normalise_maps(maps).reshape(-1, 1, MAP_SIZE, MAP_SIZE)
     if len(singles) < 2:
         raise ValueError("need at least 2 saliency maps to fit the autoencoder")
-    torch.manual_seed(config.seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = MapAutoencoder(config.latent_dim)
     generator = torch.Generator().manual_seed(config.seed)
-    model = MapAutoencoder(config.latent_dim)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     losses: list[float] = []
     epochs = tqdm(range(config.epochs), desc="map autoencoder", disable=not progress)
@@ -113,7 +122,7 @@ def fit_map_autoencoder(
     return model.eval(), losses
 
 
-def save_autoencoder(model: MapAutoencoder, method: str, path: str | Path) -> None:
+def save_autoencoder(model: MapAutoencoder, method: Method, path: str | Path) -> None:
     """``method`` names the saliency maps it was trained on; latents of other maps are noise."""
     config: dict[str, str | int] = {
         "latent_dim": model.latent_dim,
@@ -123,18 +132,20 @@ def save_autoencoder(model: MapAutoencoder, method: str, path: str | Path) -> No
     save_state(path, config, model.state_dict())
 
 
-def load_autoencoder(path: str | Path) -> tuple[MapAutoencoder, str]:
+def load_autoencoder(path: str | Path) -> tuple[MapAutoencoder, Method]:
     """The autoencoder and the saliency method whose maps it encodes."""
     config, state = load_state(path)
+    latent_dim, method = config.get("latent_dim"), config.get("method")
+    methods: dict[object, Method] = {name: name for name in METHODS}
     if (
         config.get("map_size") != MAP_SIZE
-        or not isinstance(config.get("latent_dim"), int)
-        or not isinstance(config.get("method"), str)
+        or not isinstance(latent_dim, int)
+        or method not in methods
     ):
         raise ValueError(f"{path}: not a map autoencoder for {MAP_SIZE}px maps ({config})")
-    model = MapAutoencoder(int(config["latent_dim"]))  # type: ignore[call-overload]
+    model = MapAutoencoder(latent_dim)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
         raise ValueError(f"{path}: weights do not fit the map autoencoder ({exc})") from exc
-    return model.eval(), str(config["method"])
+    return model.eval(), methods[method]

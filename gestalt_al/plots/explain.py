@@ -32,7 +32,8 @@ def explain_figure(
 
     Signed maps (Deep Taylor relevance) use a diverging colormap centred on 0 (red for
     evidence for the class, blue against); unsigned ones (Grad-CAM, gradient) a sequential one.
-    Each map is scaled on its own, since relevance sums to that class's logit.
+    Each map is scaled on its own (to its 99th percentile of |value|), since relevance sums
+    to that class's logit.
     """
     n, k = maps.shape[:2]
     if not (len(images) == len(latents) == len(titles) == n and len(class_names) == k):
@@ -60,7 +61,9 @@ def explain_figure(
 
 
 def _draw_map(axes: Axes, saliency: np.ndarray, signed: bool) -> None:
-    peak = float(np.abs(saliency).max()) or 1.0
+    # A few border pixels can hold outsized relevance; scaling to the 99th percentile keeps
+    # the rest of the map visible (the outliers saturate).
+    peak = float(np.percentile(np.abs(saliency), 99)) or float(np.abs(saliency).max()) or 1.0
     if signed:
         axes.imshow(saliency, cmap="bwr", vmin=-peak, vmax=peak)
     else:

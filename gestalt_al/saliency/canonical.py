@@ -52,7 +52,8 @@ class DenseBlock(Relevant):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.layers:
-            x = torch.cat([x, layer(x.clone())], dim=1)
+            # Captum hooks the tensor each module reads; a shared one would get two hooks.
+            x = torch.cat([x, layer(x.clone() if torch.is_grad_enabled() else x)], dim=1)
         return x
 
     def relevance(self, x: torch.Tensor, v: torch.Tensor) -> Pair:

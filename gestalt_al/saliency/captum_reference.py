@@ -10,11 +10,15 @@ from gestalt_al.saliency.rules import attach_captum_rules
 
 
 def captum_deep_taylor(net: CanonicalNet, images: torch.Tensor, classes: list[int]) -> torch.Tensor:
-    """LRP with the Deep Taylor composite, ``[B, K, C, H, W]``."""
+    """LRP with the Deep Taylor composite, ``[B, K, C, H, W]``.
+
+    Captum returns LRP attributions still attached to the autograd graph of their pass;
+    detaching frees each class's graph (kept, K graphs exhaust memory at 224 px).
+    """
     per_class = []
     for target in classes:
         attach_captum_rules(net)
-        per_class.append(LRP(net).attribute(images, target=target))
+        per_class.append(LRP(net).attribute(images, target=target).detach())
     return torch.stack(per_class, dim=1)
 
 
@@ -23,7 +27,7 @@ def captum_grad_cam(net: CanonicalNet, images: torch.Tensor, classes: list[int])
     cam = LayerGradCam(net, net.feature_layer)
     per_class = [
         LayerAttribution.interpolate(
-            cam.attribute(images, target=target, relu_attributions=True),
+            cam.attribute(images, target=target, relu_attributions=True).detach(),
             tuple(images.shape[-2:]),
             interpolate_mode="bilinear",
         )[:, 0]
