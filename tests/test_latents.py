@@ -126,12 +126,12 @@ def test_autoencoder_file_round_trip_and_refusals(tmp_path: Path) -> None:
     truncated.write_bytes(path.read_bytes()[:100])
     with pytest.raises(ValueError, match="not a gestalt-al model file"):
         load_autoencoder(truncated)
-    for latent_dim, method, message in [
+    for latent_dim, stored_method, message in [
         (4, "shap", "not a map autoencoder"),
         (5, "grad_cam", "weights do not fit"),
     ]:
-        forged = tmp_path / f"{method}_{latent_dim}.pt"
-        config = {"latent_dim": latent_dim, "map_size": MAP_SIZE, "method": method}
+        forged = tmp_path / f"{stored_method}_{latent_dim}.pt"
+        config = {"latent_dim": latent_dim, "map_size": MAP_SIZE, "method": stored_method}
         torch.save({"config": config, "state_dict": model.state_dict()}, forged)
         with pytest.raises(ValueError, match=message):
             load_autoencoder(forged)
