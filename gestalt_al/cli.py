@@ -10,12 +10,23 @@ from pathlib import Path
 
 import numpy as np
 
-from gestalt_al.data import DataLoadError, ImageSet, bundled_nih_path, load_dataset
+from gestalt_al.data import (
+    DataLoadError,
+    ImageSet,
+    bundled_lgg_path,
+    bundled_nih_path,
+    load_dataset,
+    load_paired_npz,
+)
 from gestalt_al.data.npz import open_npz, read_array
 from gestalt_al.latents import SaliencyLatentEncoder, load_autoencoder, save_autoencoder
-from gestalt_al.models import ARCHS, as_model_input, load_model, save_model
+from gestalt_al.models import ARCHS, as_model_input, load_model, save_model, unit_images
+from gestalt_al.mvaal import MVAALConfig, discriminator_scores, select_lowest
+from gestalt_al.mvaal.config import ADVERSARIAL_OBJECTIVES
+from gestalt_al.mvaal.train import train_mvaal
 from gestalt_al.pipeline import RoundResult, RoundSettings, run_round
 from gestalt_al.plots.explain import explain_figure
+from gestalt_al.plots.scores import score_histogram
 from gestalt_al.ranking import VARIANTS, Selection, gestalt_scores, select_top
 from gestalt_al.saliency import METHODS, canonize
 from gestalt_al.training import TrainConfig
@@ -79,6 +90,27 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--ids", nargs="+", required=True, help="sample ids to explain")
     explain.add_argument("--out", type=Path, default=Path("explain.png"))
     explain.set_defaults(run=_explain)
+
+    mvaal = commands.add_parser(
+        "mvaal", help="train the M-VAAL (or VAAL) sampler and query the lowest-scored pool samples"
+    )
+    mvaal.add_argument("--data", type=Path, default=None, help=".npz with paired modalities")
+    mvaal.add_argument("--split", default="train")
+    mvaal.add_argument("--main", default="t1post", help="main modality key (encoded)")
+    mvaal.add_argument(
+        "--aux", default="images", help="auxiliary modality key (decoded); 'none' for VAAL"
+    )
+    mvaal.add_argument("--initial-labeled", type=int, default=40)
+    mvaal.add_argument("--budget", type=int, default=16)
+    mvaal.add_argument("--epochs", type=int, default=8)
+    mvaal.add_argument("--image-size", type=int, default=64)
+    mvaal.add_argument("--width", type=int, default=16, help="first conv width (paper: 128)")
+    mvaal.add_argument("--latent-dim", type=int, default=64)
+    mvaal.add_argument("--gamma-aux", type=float, default=1.0, help="gamma_3")
+    mvaal.add_argument("--objective", choices=ADVERSARIAL_OBJECTIVES, default="all_labeled")
+    mvaal.add_argument("--seed", type=int, default=0)
+    mvaal.add_argument("--out-dir", type=Path, default=None, help="history JSON + histogram")
+    mvaal.set_defaults(run=_mvaal)
     return parser
 
 
@@ -210,6 +242,61 @@ def _explain(args: argparse.Namespace) -> int:
         signed_maps=method == "deep_taylor",
     )
     print(f"wrote {args.out}")
+    return 0
+
+
+def _mvaal(args: argparse.Namespace) -> int:
+    aux_key = None if args.aux == "none" else args.aux
+    data = load_paired_npz(args.data or bundled_lgg_path(), args.split, args.main, aux_key)
+    if not 2 <= args.initial_labeled <= len(data) - 2:
+        raise ValueError(
+            f"--initial-labeled must be in 2..{len(data) - 2}, got {args.initial_labeled}"
+        )
+    config = MVAALConfig(
+        image_size=args.image_size,
+        aux_channels=1 if aux_key else 0,
+        latent_dim=args.latent_dim,
+        width=args.width,
+        gamma_aux=args.gamma_aux,
+        adversarial_objective=args.objective,
+    )
+    order = np.random.default_rng(args.seed).permutation(len(data))
+    labeled = data.subset(np.sort(order[: args.initial_labeled]))
+    pool = data.subset(np.sort(order[args.initial_labeled :]))
+    if args.budget > len(pool):
+        raise ValueError(f"budget {args.budget} is larger than the pool ({len(pool)} samples)")
+    if args.out_dir:
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+    method = f"M-VAAL ({args.main} -> {args.main} + {aux_key})" if aux_key else "VAAL"
+    print(f"{method}: labeled {len(labeled)}, pool {len(pool)}, budget {args.budget}")
+    models, history = train_mvaal(config, labeled, pool, args.epochs, args.seed)
+    scores = {
+        name: discriminator_scores(
+            models.vae, models.discriminator,
+            unit_images(part.main.images, config.image_size, config.main_channels),
+        )
+        for name, part in (("labeled", labeled), ("pool", pool))
+    }  # fmt: skip
+    selection = select_lowest(scores["pool"], pool.ids, args.budget)
+    print(f"discriminator ROC-AUC, labeled vs pool: {history[-1].discriminator_auc:.3f}")
+    print(f"\n{method}: the {args.budget} lowest discriminator scores")
+    for position, i in enumerate(selection.indices, 1):
+        print(f"{position:>4}  {pool.ids[i]!s:<32} {scores['pool'][i]:.4f}")
+    if args.out_dir:
+        report = {
+            "history": [record.as_dict() for record in history],
+            "selection": [
+                {"id": str(pool.ids[i]), "score": float(scores["pool"][i])}
+                for i in selection.indices
+            ],
+        }
+        (args.out_dir / "mvaal.json").write_text(json.dumps(report, indent=2))
+        score_histogram(
+            args.out_dir / "scores.png", scores["labeled"], scores["pool"],
+            scores["pool"][selection.indices],
+            f"{method}, {args.epochs} epochs: AUC {history[-1].discriminator_auc:.3f}",
+        )  # fmt: skip
+        print(f"wrote mvaal.json and scores.png to {args.out_dir}")
     return 0
 
 

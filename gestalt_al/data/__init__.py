@@ -8,21 +8,30 @@ from pathlib import Path
 from gestalt_al.data.folder import load_image_folder
 from gestalt_al.data.imageset import DataLoadError, ImageSet
 from gestalt_al.data.npz import SPLITS, load_npz
+from gestalt_al.data.paired import PairedImageSet, load_paired_npz
 
 __all__ = [
     "SPLITS",
     "DataLoadError",
     "ImageSet",
+    "PairedImageSet",
+    "bundled_lgg_path",
     "bundled_nih_path",
     "load_dataset",
     "load_image_folder",
     "load_npz",
+    "load_paired_npz",
 ]
 
 
 def bundled_nih_path() -> Path:
     """The NIH ChestX-ray14 sample shipped with the package (provenance: samples/PROVENANCE.md)."""
     return Path(str(files("gestalt_al.data") / "samples" / "nih_chestxray14.npz"))
+
+
+def bundled_lgg_path() -> Path:
+    """17 LGG brain-MRI patients (FLAIR, T1 pre/post-contrast, tumour masks), for M-VAAL."""
+    return Path(str(files("gestalt_al.data") / "samples" / "lgg_mri_64.npz"))
 
 
 def load_dataset(

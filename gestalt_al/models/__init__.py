@@ -2,7 +2,7 @@
 
 from gestalt_al.models.backbones import build_model, probabilities, task_loss
 from gestalt_al.models.config import ARCHS, TASKS, ModelConfig
-from gestalt_al.models.inputs import as_model_input
+from gestalt_al.models.inputs import as_model_input, unit_images
 from gestalt_al.models.weights import load_model, save_model
 
 __all__ = [
@@ -15,4 +15,5 @@ __all__ = [
     "probabilities",
     "save_model",
     "task_loss",
+    "unit_images",
 ]

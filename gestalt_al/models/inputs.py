@@ -10,7 +10,13 @@ from gestalt_al.models.config import ModelConfig
 
 
 def as_model_input(images: np.ndarray | torch.Tensor, config: ModelConfig) -> torch.Tensor:
-    """Scale to [0, 1] (uint8 / 255; floats must already be in [0, 1]), resize, set channels.
+    """The task model's input: ``unit_images`` at its size and channels."""
+    return unit_images(images, config.image_size, config.in_channels)
+
+
+def unit_images(images: np.ndarray | torch.Tensor, size: int, channels: int) -> torch.Tensor:
+    """Scale to [0, 1] (uint8 / 255; floats must already be in [0, 1]), resize to
+    ``size`` x ``size``, set ``channels`` (1 or 3).
 
     Accepts ``[N, H, W]`` (grey) or ``[N, C, H, W]`` with C in {1, 3}.
     """
@@ -34,17 +40,14 @@ def as_model_input(images: np.ndarray | torch.Tensor, config: ModelConfig) -> to
             )
     else:
         raise ValueError(f"images must be uint8 or floating point, got {batch.dtype}")
-    if batch.shape[-2:] != (config.image_size, config.image_size):
+    if batch.shape[-2:] != (size, size):
         batch = functional.interpolate(
             batch,
-            size=(config.image_size, config.image_size),
+            size=(size, size),
             mode="bilinear",
             antialias=True,
             align_corners=False,
         ).clamp_(0.0, 1.0)
-    if batch.shape[1] != config.in_channels:
-        if config.in_channels == 3:
-            batch = batch.expand(-1, 3, -1, -1)
-        else:
-            batch = batch.mean(dim=1, keepdim=True)
+    if batch.shape[1] != channels:
+        batch = batch.expand(-1, 3, -1, -1) if channels == 3 else batch.mean(dim=1, keepdim=True)
     return batch.contiguous()

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
+AdversarialObjective = Literal["all_labeled", "eq4"]
+ADVERSARIAL_OBJECTIVES: tuple[AdversarialObjective, ...] = ("all_labeled", "eq4")
 MIN_IMAGE_SIZE = 16  # four stride-2 convolutions leave a 1x1 map at 16 px
 
 
@@ -13,8 +16,12 @@ class MVAALConfig:
     """One implementation serves both methods: ``aux_channels = 0`` is VAAL.
 
     ``width`` is the first encoder layer's channels (VAAL's network: 128, doubling to 1024);
-    tests use a few channels. The three options after ``gp_weight`` record choices of the
-    published code that the paper's text leaves open; the defaults follow the code.
+    tests use a few channels. ``discriminator_sigmoid`` and ``score_on_mean`` record choices
+    of the published code that the paper's text leaves open; the defaults follow the code.
+    ``adversarial_objective`` is the VAE's side of the game: ``"all_labeled"`` (VAAL's: every
+    latent should look labeled, -E[D(z)] over both sets) or ``"eq4"`` (the paper's Eq. 4 and
+    its code: E[D(z_L)] - E[D(z_U)], which also pushes labeled latents to look unlabeled; on
+    the LGG sample it turns the discriminator's ranking upside down, see the README).
     """
 
     image_size: int = 64
@@ -29,6 +36,7 @@ class MVAALConfig:
     gp_weight: float = 1.0  # lambda of the gradient penalty
     discriminator_sigmoid: bool = True  # the published code ends D with a Sigmoid
     score_on_mean: bool = True  # score pool samples by D(mu), not D(sampled z)
+    adversarial_objective: AdversarialObjective = "all_labeled"
     learning_rate: float = 1e-4
     batch_size: int = 16
     vae_steps_per_d_step: int = 2
@@ -51,6 +59,11 @@ class MVAALConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be finite and >= 0, got {value}")
+        if self.adversarial_objective not in ADVERSARIAL_OBJECTIVES:
+            raise ValueError(
+                f"adversarial_objective must be one of {ADVERSARIAL_OBJECTIVES}, "
+                f"got {self.adversarial_objective!r}"
+            )
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise ValueError(f"learning_rate must be finite and > 0, got {self.learning_rate}")
 

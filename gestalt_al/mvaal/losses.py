@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from gestalt_al.mvaal.config import MVAALConfig
+from gestalt_al.mvaal.config import AdversarialObjective, MVAALConfig
 
 
 @dataclass(frozen=True)
@@ -33,15 +33,22 @@ def kl_to_standard_normal(mu: torch.Tensor, log_variance: torch.Tensor) -> torch
 
 
 def vae_adversarial(
-    discriminator: nn.Module, labeled_z: torch.Tensor, unlabeled_z: torch.Tensor
+    discriminator: nn.Module,
+    labeled_z: torch.Tensor,
+    unlabeled_z: torch.Tensor,
+    objective: AdversarialObjective = "eq4",
 ) -> torch.Tensor:
-    """Eq. 4: E[D(z_L)] - E[D(z_U)]; minimising it makes unlabeled latents look labeled.
+    """The VAE's adversarial term, to minimise.
 
+    ``"eq4"``: E[D(z_L)] - E[D(z_U)] (the paper's Eq. 4; also minus D's Wasserstein loss).
+    ``"all_labeled"``: -E[D(z)] over both sets, so every latent is pushed to look labeled.
     Both sets go through D in one batch: D has batch norm, and two separate calls would
     normalise each set by its own statistics in training, hiding the very shift between them
     that D must see (and that its running statistics, used when scoring, do contain).
     """
     scores: torch.Tensor = discriminator(torch.cat([labeled_z, unlabeled_z]))
+    if objective == "all_labeled":
+        return -scores.mean()
     return scores[: len(labeled_z)].mean() - scores[len(labeled_z) :].mean()
 
 
