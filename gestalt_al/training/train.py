@@ -119,11 +119,9 @@ def train_task_model(
     """
     settings = train_config or TrainConfig()
     device = _device(settings.device)
-    train_x = _checked_images(train_images, config, settings.eval_batch_size, "train_images")
-    train_y = _checked_labels(train_labels, len(train_x), config, "train_labels")
-    val_x = _checked_images(val_images, config, settings.eval_batch_size, "val_images")
-    val_y = _checked_labels(val_labels, len(val_x), config, "val_labels")
-    _require_scorable(val_y, config)
+    train_x, train_y, val_x, val_y = checked_training_data(
+        config, settings, train_images, train_labels, val_images, val_labels
+    )
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
@@ -162,6 +160,24 @@ def train_task_model(
     assert best_record is not None  # max_epochs >= 1
     model.load_state_dict(best_state)
     return TrainResult(model.eval(), history, best_record.epoch, best_record.val_metrics)
+
+
+def checked_training_data(
+    config: ModelConfig,
+    settings: TrainConfig,
+    train_images: ImageInput,
+    train_labels: np.ndarray,
+    val_images: ImageInput,
+    val_labels: np.ndarray,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stored images and labels as tensors, after every check training relies on, so a bad
+    set fails before any worker starts."""
+    train_x = _checked_images(train_images, config, settings.eval_batch_size, "train_images")
+    train_y = _checked_labels(train_labels, len(train_x), config, "train_labels")
+    val_x = _checked_images(val_images, config, settings.eval_batch_size, "val_images")
+    val_y = _checked_labels(val_labels, len(val_x), config, "val_labels")
+    _require_scorable(val_y, config)
+    return train_x, train_y, val_x, val_y
 
 
 def make_optimizer(model: nn.Module, settings: TrainConfig) -> torch.optim.Optimizer:
