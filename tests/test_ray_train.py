@@ -1,5 +1,5 @@
 """Task-model training under Ray Train: two CPU workers, checkpoints in a folder and in an
-S3 bucket, a worker killed mid-run, resumption."""
+S3 bucket, a worker killed mid-run, resumption, the versioned model of a round."""
 
 from __future__ import annotations
 
@@ -15,10 +15,15 @@ import torch
 from minio import Minio
 
 from gestalt_al.data import bundled_nih_path, load_dataset
+from gestalt_al.distributed.collectives import shard_indices
+from gestalt_al.distributed.epochs import RayRun
+from gestalt_al.distributed.registry import ModelRegistry
 from gestalt_al.distributed.storage import checkpoint_storage
-from gestalt_al.distributed.task_model import shard_indices, train_task_model_ray
+from gestalt_al.distributed.task_model import train_task_model_ray
 from gestalt_al.models import ModelConfig
+from gestalt_al.models.weights import model_from_state
 from gestalt_al.training import TrainConfig, predict_probabilities
+from tests.conftest import RayCluster
 from tests.servers import S3Endpoint
 
 CONFIG = ModelConfig("resnet18", 14, image_size=28)
@@ -41,7 +46,7 @@ def test_shards_cover_the_set_and_have_equal_length() -> None:
 
 
 def test_worker_killed_mid_run_resumes_from_its_checkpoint(
-    ray_cluster: None, tmp_path: Path
+    ray_cluster: RayCluster, tmp_path: Path
 ) -> None:
     pid_dir, storage = tmp_path / "pids", tmp_path / "checkpoints"
     pid_dir.mkdir()
@@ -63,14 +68,13 @@ def test_worker_killed_mid_run_resumes_from_its_checkpoint(
 
     killer = threading.Thread(target=kill_rank_one_after_first_checkpoint, daemon=True)
     killer.start()
+    run = RayRun("killed", str(storage), num_workers=2, max_failures=2, worker_pid_dir=str(pid_dir))
     result = train_task_model_ray(
-        CONFIG, *_nih(48), TrainConfig(max_epochs=3, patience=10, batch_size=12),
-        run_name="killed", storage=str(storage), num_workers=2, max_failures=2,
-        worker_pid_dir=str(pid_dir),
-    )  # fmt: skip
+        CONFIG, *_nih(48), TrainConfig(max_epochs=3, patience=10, batch_size=12), run
+    )
     killer.join(timeout=5)
     assert len(killed) == 1
-    assert result.restarts >= 1  # the worker group was restarted from a checkpoint
+    assert result.restarts == 1  # the worker group was restarted from a checkpoint
     assert [record["epoch"] for record in result.history] == [1.0, 2.0, 3.0]
     assert int((pid_dir / "rank1.pid").read_text()) != killed[0]  # a new worker finished it
     images = _nih(48)[2]
@@ -79,8 +83,8 @@ def test_worker_killed_mid_run_resumes_from_its_checkpoint(
     assert result.best_epoch == 1 + int(np.argmax([r["val_macro_auc"] for r in result.history]))
 
 
-def test_checkpoints_go_to_the_bucket_and_a_rerun_resumes(
-    ray_cluster: None, s3_endpoint: S3Endpoint, monkeypatch: pytest.MonkeyPatch
+def test_checkpoints_and_models_go_to_the_bucket_and_a_rerun_resumes(
+    ray_cluster: RayCluster, s3_endpoint: S3Endpoint, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client = Minio(
         s3_endpoint.endpoint, access_key=s3_endpoint.access_key,
@@ -91,28 +95,35 @@ def test_checkpoints_go_to_the_bucket_and_a_rerun_resumes(
     monkeypatch.setenv("GESTALT_S3_ACCESS_KEY", s3_endpoint.access_key)
     monkeypatch.setenv("GESTALT_S3_SECRET_KEY", s3_endpoint.secret_key)
     monkeypatch.setenv("GESTALT_S3_SECURE", "0")
-    data = _nih(24)
-    first = train_task_model_ray(
-        CONFIG, *data, TrainConfig(max_epochs=1, batch_size=12),
-        run_name="round-001", storage="s3://gestalt-train/runs", num_workers=2,
-    )  # fmt: skip
+    data, run = _nih(24), RayRun("round-0001", "s3://gestalt-train/runs")
+    first = train_task_model_ray(CONFIG, *data, TrainConfig(max_epochs=1, batch_size=12), run)
     names = [o.object_name for o in client.list_objects("gestalt-train", recursive=True)]
-    assert any(name.startswith("runs/round-001/checkpoint_") for name in names)
+    assert any(name.startswith("runs/round-0001/checkpoint_") for name in names)
     assert any(name.endswith("/state.pt") for name in names)
-    second = train_task_model_ray(
-        CONFIG, *data, TrainConfig(max_epochs=2, batch_size=12),
-        run_name="round-001", storage="s3://gestalt-train/runs", num_workers=2,
-    )  # fmt: skip
+    second = train_task_model_ray(CONFIG, *data, TrainConfig(max_epochs=2, batch_size=12), run)
     assert [r["epoch"] for r in second.history] == [1.0, 2.0]
     assert second.history[0] == first.history[0]  # epoch 1 came from the bucket, not rerun
     assert second.restarts == 1
+
+    registry = ModelRegistry("s3://gestalt-train/runs")
+    model_id = registry.publish("task", 1, CONFIG.to_dict(), second.model.state_dict())
+    assert f"runs/models/{model_id}.pt" in {
+        o.object_name for o in client.list_objects("gestalt-train", recursive=True)
+    }
+    assert registry.for_round("task", 1) == model_id
+    model, config = model_from_state(*registry.fetch(model_id), source=model_id)
+    images = torch.from_numpy(data[2][:4])
+    np.testing.assert_array_equal(
+        predict_probabilities(model, images, config),
+        predict_probabilities(second.model, images, CONFIG),
+    )
 
 
 def test_storage_locations_are_validated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     path, filesystem = checkpoint_storage(str(tmp_path / "new" / "folder"))
     assert filesystem is None
     assert Path(path).is_dir()
-    for bad in ("s3://UPPER/x", "s3://ok-bucket/../etc", "s3://ok-bucket/a b"):
+    for bad in ("s3://UPPER/x", "s3://ok-bucket/../etc", "s3://ok-bucket/a b", "s3://ok/x"):
         with pytest.raises(ValueError, match="s3://bucket/prefix"):
             checkpoint_storage(bad)
     for name in ("GESTALT_S3_ENDPOINT", "GESTALT_S3_ACCESS_KEY", "GESTALT_S3_SECRET_KEY"):
@@ -123,14 +134,9 @@ def test_storage_locations_are_validated(monkeypatch: pytest.MonkeyPatch, tmp_pa
 
 def test_bad_training_data_fails_before_any_worker_starts(tmp_path: Path) -> None:
     images, labels, val_images, val_labels = _nih(8)
+    run = RayRun("bad", str(tmp_path))
     with pytest.raises(ValueError, match="train_labels"):
-        train_task_model_ray(
-            CONFIG, images, labels[:4], val_images, val_labels,
-            run_name="bad", storage=str(tmp_path),
-        )  # fmt: skip
+        train_task_model_ray(CONFIG, images, labels[:4], val_images, val_labels, None, run)
     nan_images = torch.full((8, 28, 28), float("nan"))
     with pytest.raises(ValueError, match="NaN"):
-        train_task_model_ray(
-            CONFIG, nan_images, labels, val_images, val_labels,
-            run_name="bad", storage=str(tmp_path),
-        )  # fmt: skip
+        train_task_model_ray(CONFIG, nan_images, labels, val_images, val_labels, None, run)

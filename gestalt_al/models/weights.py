@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from gestalt_al.models.backbones import build_model
@@ -18,11 +19,17 @@ def save_model(model: nn.Module, config: ModelConfig, path: str | Path) -> None:
 
 def load_model(path: str | Path) -> tuple[nn.Module, ModelConfig]:
     """The model in eval mode and its config; refuses anything but tensors and plain data."""
-    raw_config, state = load_state(path)
+    return model_from_state(*load_state(path), source=str(path))
+
+
+def model_from_state(
+    raw_config: dict[str, object], state: dict[str, torch.Tensor], source: str
+) -> tuple[nn.Module, ModelConfig]:
+    """Build the model a config describes and load its weights; ValueError if they differ."""
     config = ModelConfig.from_dict(raw_config)
     model = build_model(config)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise ValueError(f"{path}: weights do not fit a {config.arch} model ({exc})") from exc
+        raise ValueError(f"{source}: weights do not fit a {config.arch} model ({exc})") from exc
     return model.eval(), config

@@ -93,7 +93,8 @@ def gradient_penalty(
     points are interpolated latents. Pairs are taken up to the shorter batch.
     """
     n = min(len(labeled_z), len(unlabeled_z))
-    weight = torch.rand((n, 1), generator=generator, device=labeled_z.device)
+    # Drawn where the generator lives (the CPU), then moved: CUDA ops refuse CPU generators.
+    weight = torch.rand((n, 1), generator=generator).to(labeled_z.device)
     points = weight * labeled_z[:n].detach() + (1 - weight) * unlabeled_z[:n].detach()
     points.requires_grad_(True)
     (gradients,) = torch.autograd.grad(discriminator(points).sum(), points, create_graph=True)

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
+from torch import nn
 from tqdm import tqdm
 
 from gestalt_al.data import PairedImageSet
@@ -49,6 +50,9 @@ class Modalities:
     def take(self, indices: torch.Tensor) -> Modalities:
         return Modalities(self.main[indices], None if self.aux is None else self.aux[indices])
 
+    def to(self, device: torch.device) -> Modalities:
+        return Modalities(self.main.to(device), None if self.aux is None else self.aux.to(device))
+
 
 @dataclass
 class MVAALModels:
@@ -60,10 +64,13 @@ class MVAALModels:
     discriminator_optimizer: torch.optim.Optimizer
 
     @classmethod
-    def create(cls, config: MVAALConfig, seed: int = 0) -> MVAALModels:
+    def create(
+        cls, config: MVAALConfig, seed: int = 0, device: torch.device | None = None
+    ) -> MVAALModels:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             vae, discriminator = MultimodalVAE(config), Discriminator(config)
+        vae, discriminator = vae.to(device), discriminator.to(device)
         return cls(
             vae,
             discriminator,
@@ -96,12 +103,17 @@ def train_mvaal_epoch(
     labeled: Modalities,
     unlabeled: Modalities,
     generator: torch.Generator,
+    sync_gradients: Callable[[nn.Module], None] | None = None,
 ) -> dict[str, float]:
     """One pass over the unlabeled set (labeled batches cycle alongside); mean losses.
 
     Per iteration, as in the published code: ``vae_steps_per_d_step`` VAE updates, then one
     discriminator update. Labeled and unlabeled batches go through each network together.
+    ``sync_gradients`` runs between each backward pass and optimiser step (data-parallel
+    workers average their gradients there).
     """
+    sync = sync_gradients or (lambda module: None)
+    device = next(models.vae.parameters()).device
     models.vae.train()
     models.discriminator.train()
     batch = config.batch_size
@@ -117,9 +129,9 @@ def train_mvaal_epoch(
             labeled_order = torch.randperm(len(labeled), generator=generator)
             picked = labeled_order[:batch]
         labeled_batch = labeled.take(picked)
-        both = _concat(labeled_batch, unlabeled_batch)
+        both = _concat(labeled_batch, unlabeled_batch).to(device)
         for _ in range(config.vae_steps_per_d_step):
-            terms = _vae_step(models, config, both, len(labeled_batch))
+            terms = _vae_step(models, config, both, len(labeled_batch), sync)
         with torch.no_grad():
             mu, _ = models.vae.encode(both.main)
         d_loss = discriminator_loss(
@@ -128,6 +140,7 @@ def train_mvaal_epoch(
         )  # fmt: skip
         models.discriminator_optimizer.zero_grad(set_to_none=True)
         torch.autograd.backward(d_loss)
+        sync(models.discriminator)
         models.discriminator_optimizer.step()
         terms["discriminator_loss"] = float(d_loss.detach())
         for key, value in terms.items():
@@ -141,7 +154,11 @@ def _concat(first: Modalities, second: Modalities) -> Modalities:
 
 
 def _vae_step(
-    models: MVAALModels, config: MVAALConfig, both: Modalities, num_labeled: int
+    models: MVAALModels,
+    config: MVAALConfig,
+    both: Modalities,
+    num_labeled: int,
+    sync: Callable[[nn.Module], None],
 ) -> dict[str, float]:
     main_out, aux_out, _, mu, log_variance = models.vae(both.main)
     # D reads the posterior means, as in the published code; its weights are not updated here.
@@ -153,6 +170,7 @@ def _vae_step(
     )
     models.vae_optimizer.zero_grad(set_to_none=True)
     torch.autograd.backward(losses.total)
+    sync(models.vae)
     models.vae_optimizer.step()
     if not math.isfinite(float(losses.total.detach())):
         raise FloatingPointError("M-VAAL training diverged (NaN loss); lower the learning rate")
@@ -177,6 +195,21 @@ def discriminator_auc(
     return float(roc_auc_score(is_labeled, scores))
 
 
+def checked_modalities(
+    config: MVAALConfig, labeled: PairedImageSet, unlabeled: PairedImageSet, epochs: int
+) -> tuple[Modalities, Modalities]:
+    """Model-ready labeled and unlabeled sets, after the checks training relies on, so a bad
+    request fails before any (distributed) worker starts."""
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    if len(labeled) < 2 or len(unlabeled) < 2:
+        raise ValueError(
+            f"M-VAAL needs at least 2 labeled and 2 unlabeled samples, got "
+            f"{len(labeled)} and {len(unlabeled)}"
+        )
+    return Modalities.from_paired(labeled, config), Modalities.from_paired(unlabeled, config)
+
+
 def train_mvaal(
     config: MVAALConfig,
     labeled: PairedImageSet,
@@ -187,15 +220,7 @@ def train_mvaal(
     show_progress: bool = True,
 ) -> tuple[MVAALModels, list[MVAALEpoch]]:
     """Train the sampler for ``epochs`` on one process; returns it and its per-epoch record."""
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
-    if len(labeled) < 2 or len(unlabeled) < 2:
-        raise ValueError(
-            f"M-VAAL needs at least 2 labeled and 2 unlabeled samples, got "
-            f"{len(labeled)} and {len(unlabeled)}"
-        )
-    labeled_x = Modalities.from_paired(labeled, config)
-    unlabeled_x = Modalities.from_paired(unlabeled, config)
+    labeled_x, unlabeled_x = checked_modalities(config, labeled, unlabeled, epochs)
     models = MVAALModels.create(config, seed)
     generator = torch.Generator().manual_seed(seed)
     history: list[MVAALEpoch] = []
