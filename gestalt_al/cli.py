@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,7 +21,14 @@ from gestalt_al.data import (
 )
 from gestalt_al.data.npz import open_npz, read_array
 from gestalt_al.latents import SaliencyLatentEncoder, load_autoencoder, save_autoencoder
-from gestalt_al.models import ARCHS, as_model_input, load_model, save_model, unit_images
+from gestalt_al.models import (
+    ARCHS,
+    ModelConfig,
+    as_model_input,
+    load_model,
+    save_model,
+    unit_images,
+)
 from gestalt_al.mvaal import MVAALConfig, discriminator_scores, select_lowest
 from gestalt_al.mvaal.config import ADVERSARIAL_OBJECTIVES
 from gestalt_al.mvaal.train import train_mvaal
@@ -30,6 +38,9 @@ from gestalt_al.plots.scores import score_histogram
 from gestalt_al.ranking import VARIANTS, Selection, gestalt_scores, select_top
 from gestalt_al.saliency import METHODS, canonize
 from gestalt_al.training import TrainConfig
+
+if TYPE_CHECKING:
+    from gestalt_al.distributed.epochs import RayRun
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -110,8 +121,53 @@ def _parser() -> argparse.ArgumentParser:
     mvaal.add_argument("--objective", choices=ADVERSARIAL_OBJECTIVES, default="all_labeled")
     mvaal.add_argument("--seed", type=int, default=0)
     mvaal.add_argument("--out-dir", type=Path, default=None, help="history JSON + histogram")
+    _add_ray_arguments(mvaal, default_workers=None)
     mvaal.set_defaults(run=_mvaal)
+
+    train = commands.add_parser(
+        "train", help="train round r's task model with Ray Train and publish its model id"
+    )
+    _add_data_arguments(train)
+    train.add_argument(
+        "--labeled-ids", type=Path, default=None, help="file of labeled ids, one per line"
+    )
+    train.add_argument("--initial-labeled", type=int, default=100, help="size of a random set")
+    train.add_argument("--arch", choices=ARCHS, default="resnet18")
+    train.add_argument("--epochs", type=int, default=15, help="most training epochs")
+    train.add_argument("--learning-rate", type=float, default=1e-4)
+    train.add_argument("--batch-size", type=int, default=16, help="per worker")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--out", type=Path, default=None, help="write history and model id")
+    _add_ray_arguments(train, default_workers=2)
+    train.set_defaults(run=_train)
     return parser
+
+
+def _add_ray_arguments(parser: argparse.ArgumentParser, default_workers: int | None) -> None:
+    parser.add_argument("--workers", type=int, default=default_workers,
+                        help="Ray Train workers" + ("" if default_workers else
+                                                    " (default: one process, no Ray)"))  # fmt: skip
+    parser.add_argument("--use-gpu", action="store_true", help="one GPU per worker")
+    parser.add_argument("--storage", default="gestalt-runs",
+                        help="checkpoints and models: a folder or s3://bucket/prefix "
+                        "(S3 endpoint and keys from GESTALT_S3_* variables)")  # fmt: skip
+    parser.add_argument("--round", type=int, default=0, help="AL round (names run and model)")
+    parser.add_argument("--max-failures", type=int, default=2, help="worker failures survived")
+
+
+def _ray_run(args: argparse.Namespace, job: str) -> RayRun:
+    """The Ray Train run for this round; joins ``RAY_ADDRESS``'s cluster or starts one.
+    Ray is imported here, not at the top: it takes seconds, and most commands never need it."""
+    import ray
+
+    from gestalt_al.distributed.epochs import RayRun
+
+    if args.workers < 1 or args.round < 0:
+        raise ValueError(f"need --workers >= 1 and --round >= 0, got {args.workers}, {args.round}")
+    if not ray.is_initialized():
+        ray.init()
+    name = f"{job}-r{args.round:04d}"
+    return RayRun(name, args.storage, args.workers, args.use_gpu, args.max_failures)
 
 
 def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -269,7 +325,16 @@ def _mvaal(args: argparse.Namespace) -> int:
         args.out_dir.mkdir(parents=True, exist_ok=True)
     method = f"M-VAAL ({args.main} -> {args.main} + {aux_key})" if aux_key else "VAAL"
     print(f"{method}: labeled {len(labeled)}, pool {len(pool)}, budget {args.budget}")
-    models, history = train_mvaal(config, labeled, pool, args.epochs, args.seed)
+    if args.workers is None:
+        models, records = train_mvaal(config, labeled, pool, args.epochs, args.seed)
+        history = [record.as_dict() for record in records]
+    else:
+        from gestalt_al.distributed.mvaal import train_mvaal_ray
+
+        run = _ray_run(args, "mvaal" if config.multimodal else "vaal")
+        trained = train_mvaal_ray(config, labeled, pool, args.epochs, run, args.seed)
+        models, history = trained.models, trained.history
+        print(f"Ray Train run {run.name} ({args.workers} workers): {trained.checkpoint_path}")
     scores = {
         name: discriminator_scores(
             models.vae, models.discriminator,
@@ -278,13 +343,14 @@ def _mvaal(args: argparse.Namespace) -> int:
         for name, part in (("labeled", labeled), ("pool", pool))
     }  # fmt: skip
     selection = select_lowest(scores["pool"], pool.ids, args.budget)
-    print(f"discriminator ROC-AUC, labeled vs pool: {history[-1].discriminator_auc:.3f}")
+    auc = history[-1]["discriminator_auc"]
+    print(f"discriminator ROC-AUC, labeled vs pool: {auc:.3f}")
     print(f"\n{method}: the {args.budget} lowest discriminator scores")
     for position, i in enumerate(selection.indices, 1):
         print(f"{position:>4}  {pool.ids[i]!s:<32} {scores['pool'][i]:.4f}")
     if args.out_dir:
         report = {
-            "history": [record.as_dict() for record in history],
+            "history": history,
             "selection": [
                 {"id": str(pool.ids[i]), "score": float(scores["pool"][i])}
                 for i in selection.indices
@@ -294,10 +360,70 @@ def _mvaal(args: argparse.Namespace) -> int:
         score_histogram(
             args.out_dir / "scores.png", scores["labeled"], scores["pool"],
             scores["pool"][selection.indices],
-            f"{method}, {args.epochs} epochs: AUC {history[-1].discriminator_auc:.3f}",
+            f"{method}, {args.epochs} epochs: AUC {auc:.3f}",
         )  # fmt: skip
         print(f"wrote mvaal.json and scores.png to {args.out_dir}")
     return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from gestalt_al.distributed.registry import ModelRegistry
+    from gestalt_al.distributed.task_model import train_task_model_ray
+
+    data, validation = _load(args, args.split), _load(args, "val")
+    if data.labels is None or validation.labels is None:
+        raise ValueError(f"{data.source}: training needs labels; pass --labels-csv")
+    if args.labeled_ids:
+        labeled = data.subset(_indices_of(data, args.labeled_ids))
+    elif 2 <= args.initial_labeled <= len(data):
+        order = np.random.default_rng(args.seed).permutation(len(data))
+        labeled = data.subset(np.sort(order[: args.initial_labeled]))
+    else:
+        raise ValueError(f"--initial-labeled must be in 2..{len(data)}, got {args.initial_labeled}")
+    assert labeled.labels is not None  # a subset of a labeled set
+    config = ModelConfig(
+        args.arch, data.num_classes, "multi_label" if data.multi_label else "multi_class",
+        image_size=int(data.images.shape[-1]),
+    )  # fmt: skip
+    settings = TrainConfig(
+        max_epochs=args.epochs, learning_rate=args.learning_rate, batch_size=args.batch_size,
+        seed=args.seed,
+    )  # fmt: skip
+    run = _ray_run(args, "task")
+    print(f"training {args.arch} on {len(labeled)} labeled images with {args.workers} Ray Train "
+          f"workers; run {run.name} in {args.storage}")  # fmt: skip
+    result = train_task_model_ray(
+        config, labeled.images, labeled.labels, validation.images, validation.labels, settings,
+        run,
+    )  # fmt: skip
+    for record in result.history:
+        print(f"epoch {record['epoch']:>3.0f}  loss {record['train_loss']:.4f}  val macro AUC "
+              f"{record['val_macro_auc']:.4f}  {record['epoch_seconds']:.1f} s")  # fmt: skip
+    model_id = ModelRegistry(args.storage).publish(
+        "task", args.round, config.to_dict(), result.model.state_dict()
+    )
+    print(f"round {args.round} model: {model_id} (best epoch {result.best_epoch}, "
+          f"{result.restarts} restarts)")  # fmt: skip
+    if args.out:
+        report = {"model_id": model_id, "best_epoch": result.best_epoch,
+                  "restarts": result.restarts, "history": result.history}  # fmt: skip
+        args.out.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+def _indices_of(data: ImageSet, ids_file: Path) -> np.ndarray:
+    wanted = [line.strip() for line in ids_file.read_text().splitlines() if line.strip()]
+    position = {str(sample_id): i for i, sample_id in enumerate(data.ids)}
+    unknown = [sample_id for sample_id in wanted if sample_id not in position]
+    if unknown:
+        raise ValueError(
+            f"{ids_file}: {len(unknown)} id(s) not in {data.source}, e.g. {unknown[:3]}"
+        )
+    if len(set(wanted)) != len(wanted):
+        raise ValueError(f"{ids_file}: ids repeat; list each labeled sample once")
+    if len(wanted) < 2:
+        raise ValueError(f"{ids_file}: need at least 2 labeled ids, got {len(wanted)}")
+    return np.sort([position[sample_id] for sample_id in wanted])
 
 
 def _title(data: ImageSet, index: int) -> str:

@@ -3,6 +3,7 @@ S3 bucket, a worker killed mid-run, resumption, the versioned model of a round."
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -14,6 +15,7 @@ import pytest
 import torch
 from minio import Minio
 
+from gestalt_al.cli import main
 from gestalt_al.data import bundled_nih_path, load_dataset
 from gestalt_al.distributed.collectives import shard_indices
 from gestalt_al.distributed.epochs import RayRun
@@ -140,3 +142,24 @@ def test_bad_training_data_fails_before_any_worker_starts(tmp_path: Path) -> Non
     nan_images = torch.full((8, 28, 28), float("nan"))
     with pytest.raises(ValueError, match="NaN"):
         train_task_model_ray(CONFIG, nan_images, labels, val_images, val_labels, None, run)
+
+
+def test_cli_trains_a_round_and_publishes_its_model(
+    ray_cluster: RayCluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    train = load_dataset(bundled_nih_path(), "train", "images")
+    ids_file = tmp_path / "labeled.txt"
+    ids_file.write_text("\n".join(str(i) for i in train.ids[:40]) + "\n")
+    storage, report = tmp_path / "store", tmp_path / "round.json"
+    common = ["train", "--images-key", "images", "--storage", str(storage), "--round", "3"]
+    assert (
+        main([*common, "--labeled-ids", str(ids_file), "--epochs", "2", "--out", str(report)]) == 0
+    )
+    written = json.loads(report.read_text())
+    assert [record["epoch"] for record in written["history"]] == [1.0, 2.0]
+    assert ModelRegistry(str(storage)).for_round("task", 3) == written["model_id"]
+    assert f"round 3 model: {written['model_id']}" in capsys.readouterr().out
+
+    ids_file.write_text(f"{train.ids[0]}\nno-such-scan\n")
+    assert main([*common, "--labeled-ids", str(ids_file)]) == 2
+    assert "1 id(s) not in" in capsys.readouterr().err

@@ -3,6 +3,7 @@ Prometheus export, and the query from the trained discriminator."""
 
 from __future__ import annotations
 
+import json
 import time
 import urllib.request
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gestalt_al.cli import main
 from gestalt_al.data import PairedImageSet, bundled_lgg_path, load_paired_npz
 from gestalt_al.distributed.epochs import RayRun
 from gestalt_al.distributed.mvaal import train_mvaal_ray
@@ -75,3 +77,17 @@ def test_bad_sampler_requests_fail_before_any_worker_starts(tmp_path: Path) -> N
         train_mvaal_ray(SMALL, labeled, pool, epochs=1, run=RayRun("bad", str(tmp_path)))
     with pytest.raises(ValueError, match="epochs must be >= 1"):
         train_mvaal_ray(SMALL, *_split(), epochs=0, run=RayRun("bad", str(tmp_path)))
+
+
+def test_cli_trains_the_sampler_on_ray_workers(
+    ray_cluster: RayCluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    arguments = ["mvaal", "--workers", "2", "--storage", str(tmp_path), "--round", "1"]
+    arguments += ["--epochs", "2", "--image-size", "32", "--width", "8", "--budget", "5"]
+    assert main([*arguments, "--out-dir", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "Ray Train run mvaal-r0001 (2 workers)" in out
+    report = json.loads((tmp_path / "out" / "mvaal.json").read_text())
+    assert [record["epoch"] for record in report["history"]] == [1.0, 2.0]
+    assert len(report["selection"]) == 5
+    assert (tmp_path / "out" / "scores.png").stat().st_size > 10_000

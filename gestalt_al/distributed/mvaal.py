@@ -4,6 +4,7 @@ hand, not DDP: the gradient penalty differentiates the discriminator twice)."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,15 +52,18 @@ class MVAALProgram:
         # Seeded by epoch and rank, so a resumed run draws what the interrupted one would have.
         seed = self.seed * 1_000_003 + epoch * self.world + self.rank
         torch.manual_seed(seed)  # the VAE's reparameterisation noise (this worker's process)
+        start = time.perf_counter()
         means = train_mvaal_epoch(
             self.models, self.config, self.labeled, self.unlabeled,
             torch.Generator().manual_seed(seed), average_gradients,
         )  # fmt: skip
+        train_seconds = from_rank_zero([time.perf_counter() - start])[0]
         averaged = {name: mean_over_workers(value) for name, value in sorted(means.items())}
         auc = 0.0
         if self.rank == 0:
             auc = discriminator_auc(self.models, self.config, self.all_labeled, self.all_unlabeled)
-        return averaged | {"discriminator_auc": from_rank_zero([auc])[0]}
+        auc = from_rank_zero([auc])[0]
+        return averaged | {"discriminator_auc": auc, "train_seconds": train_seconds}
 
     def should_stop(self, epoch: int) -> bool:
         return False  # the paper trains the sampler for a fixed number of epochs

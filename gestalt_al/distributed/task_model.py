@@ -4,6 +4,7 @@ GPUs), each on its own shard, with the single-process loop's epoch step and earl
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,10 +51,12 @@ class TaskProgram:
         generator = torch.Generator().manual_seed(
             self.settings.seed * 1_000_003 + epoch * self.world + self.rank
         )
+        start = time.perf_counter()
         loss = train_one_epoch(
             self.model, self.optimizer, self.train_x, self.train_y, self.config, self.settings,
             generator,
         )  # fmt: skip
+        train_seconds = from_rank_zero([time.perf_counter() - start])[0]
         metrics = evaluate(self.module, self.val_x, self.val_y.numpy(), self.config)
         # Rank 0's numbers decide for everyone, so all workers stop at the same epoch.
         loss, auc = from_rank_zero([mean_over_workers(loss), metrics.macro_auc])
@@ -63,7 +66,7 @@ class TaskProgram:
             )
         if auc > self.best_auc:
             self.best_auc, self.best_epoch, self.best_state = auc, epoch, _copy(self.module)
-        return {"train_loss": loss, "val_macro_auc": auc}
+        return {"train_loss": loss, "val_macro_auc": auc, "train_seconds": train_seconds}
 
     def should_stop(self, epoch: int) -> bool:
         return epoch - self.best_epoch >= self.settings.patience
