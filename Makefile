@@ -23,6 +23,7 @@ test: lint
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/ranking.py
 	$(VENV)/bin/python benchmarks/saliency.py
+	$(VENV)/bin/python benchmarks/train.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

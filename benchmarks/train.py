@@ -39,8 +39,8 @@ History = list[dict[str, float]]
 
 
 def task_model_job(epochs: int, batch: int) -> tuple[str, int, Callable[[RayRun], History]]:
-    train = load_dataset(bundled_nih_path(), "train", "images")
-    val = load_dataset(bundled_nih_path(), "val", "images")
+    train = load_dataset(bundled_nih_path(), "train", "images_64")
+    val = load_dataset(bundled_nih_path(), "val", "images_64")
     assert train.labels is not None  # the bundled set is labeled
     assert val.labels is not None
     train_labels, val_labels = train.labels, val.labels
