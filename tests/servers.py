@@ -1,7 +1,8 @@
-"""Real servers the integration tests talk to: a local Ray cluster and an S3 endpoint."""
+"""Real servers the integration tests talk to: S3 API servers on loopback."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -39,16 +40,38 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], seconds: float = 
 
 
 @contextmanager
+def _serving(command: list[str], port: int, env: dict[str, str]) -> Iterator[None]:
+    process = subprocess.Popen(command, env=os.environ | env)
+    try:
+        wait_for_port(port, process)
+        yield
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@contextmanager
+def nanio_server(data_dir: Path, port: int | None = None) -> Iterator[S3Endpoint]:
+    """nanio: an S3 server that checks SigV4 signatures and answers like MinIO. Stopping it
+    and starting another on the same folder and port is an outage the data survives."""
+    port = port or free_port()
+    endpoint = S3Endpoint(f"127.0.0.1:{port}", "gestalt-test", "gestalt-test-secret")
+    command = [_tool("nanio"), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--data-dir", str(data_dir), "--log-level", "warning"]
+    keys = {"NANIO_ACCESS_KEY": endpoint.access_key, "NANIO_SECRET_KEY": endpoint.secret_key}
+    with _serving(command, port, keys):
+        yield endpoint
+
+
+@contextmanager
 def moto_server() -> Iterator[S3Endpoint]:
     """moto's S3 server. Ray Train writes through pyarrow's S3 filesystem, which creates
     directory-marker objects (keys ending in '/'); MinIO and AWS accept them, but nanio (the
     server closest to MinIO otherwise) refuses them, so checkpoints are tested against moto."""
     port = free_port()
-    moto = str(Path(sys.executable).with_name("moto_server"))
-    process = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(port)])
-    try:
-        wait_for_port(port, process)
+    with _serving([_tool("moto_server"), "-H", "127.0.0.1", "-p", str(port)], port, {}):
         yield S3Endpoint(f"127.0.0.1:{port}", "gestalt-test", "gestalt-test-secret")
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+
+
+def _tool(name: str) -> str:
+    return str(Path(sys.executable).with_name(name))
