@@ -10,11 +10,10 @@ from __future__ import annotations
 import hashlib
 import re
 
-import pyarrow.fs
 import torch
 
-from gestalt_al.distributed.storage import checkpoint_storage
 from gestalt_al.safe_io import Config, state_bytes, state_from_bytes
+from gestalt_al.storage import ObjectNotFoundError, open_store
 
 _KIND = re.compile(r"^[a-z][a-z_]{0,31}$")
 _MODEL_ID = re.compile(r"^([a-z][a-z_]{0,31})-r(\d{4,})-([0-9a-f]{12})$")
@@ -28,13 +27,11 @@ def _checked_id(model_id: str) -> re.Match[str]:
 
 
 class ModelRegistry:
-    """Models under ``<storage>/models/<id>.pt`` in the ``safe_io`` format (no pickle)."""
+    """Models under ``<storage>/models/<id>.pt`` in the ``safe_io`` format (no pickle), in the
+    object store (whose writes replace an object whole, so a reader never sees half a model)."""
 
     def __init__(self, storage: str) -> None:
-        path, filesystem = checkpoint_storage(storage)
-        self.filesystem = filesystem or pyarrow.fs.LocalFileSystem()
-        self.root = f"{path}/models"
-        self.filesystem.create_dir(self.root, recursive=True)
+        self.store = open_store(storage)
 
     def publish(
         self, kind: str, round_number: int, config: Config, state: dict[str, torch.Tensor]
@@ -55,31 +52,27 @@ class ModelRegistry:
                 f"round {round_number} already has the {kind} model {existing[0]}; a round's "
                 "model never changes, so train the new one for the next round"
             )
-        staging = f"{self.root}/.staging-{model_id}"
-        with self.filesystem.open_output_stream(staging) as stream:
-            stream.write(data)
-        self.filesystem.move(staging, self._path(model_id))
+        self.store.put(self._key(model_id), data)
         return model_id
 
     def fetch(self, model_id: str) -> tuple[dict[str, object], dict[str, torch.Tensor]]:
         """The config and tensors of a published model, after checking its digest."""
         digest = _checked_id(model_id).group(3)
         try:
-            with self.filesystem.open_input_stream(self._path(model_id)) as stream:
-                data = stream.read()
-        except FileNotFoundError as exc:
-            raise LookupError(f"no model {model_id!r} in {self.root}") from exc
+            data = self.store.get(self._key(model_id))
+        except ObjectNotFoundError as exc:
+            raise LookupError(f"no model {model_id!r} in {self.store.description}") from exc
         if hashlib.sha256(data).hexdigest()[:12] != digest:
             raise ValueError(f"{model_id}: stored bytes do not match the id (corrupt or altered)")
         return state_from_bytes(data, model_id)
 
     def ids(self, kind: str, round_number: int | None = None) -> list[str]:
         """Published ids of ``kind`` (of one round if given), oldest round first."""
-        selector = pyarrow.fs.FileSelector(self.root, allow_not_found=True)
         found = []
-        for info in self.filesystem.get_file_info(selector):
-            match = _MODEL_ID.match(info.base_name.removesuffix(".pt"))
-            if match is None or info.extension != "pt" or match.group(1) != kind:
+        for key in self.store.list("models"):
+            name = key.removeprefix("models/")
+            match = _MODEL_ID.match(name.removesuffix(".pt"))
+            if match is None or not name.endswith(".pt") or match.group(1) != kind:
                 continue
             if round_number is None or int(match.group(2)) == round_number:
                 found.append(match.group(0))
@@ -91,5 +84,6 @@ class ModelRegistry:
             raise LookupError(f"no {kind} model was published for round {round_number}")
         return ids[0]
 
-    def _path(self, model_id: str) -> str:
-        return f"{self.root}/{model_id}.pt"
+    @staticmethod
+    def _key(model_id: str) -> str:
+        return f"models/{model_id}.pt"
