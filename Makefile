@@ -2,6 +2,9 @@
 VENV   ?= .venv
 PYTHON ?= python3
 STAMP  := $(VENV)/.installed
+PROTOS := $(wildcard protos/gestalt_al/v1/*.proto)
+# gRPC stubs are generated from protos/ here, never edited or committed.
+STUBS  := $(PROTOS:protos/%.proto=%_pb2.py)
 
 .PHONY: demo test lint bench clean
 
@@ -9,10 +12,14 @@ $(STAMP): pyproject.toml
 	bash scripts/bootstrap.sh "$(PYTHON)" "$(VENV)"
 	touch $(STAMP)
 
-demo: $(STAMP)
+$(STUBS): $(PROTOS) $(STAMP)
+	$(VENV)/bin/python -m grpc_tools.protoc -I protos --python_out=. \
+		--grpc_python_out=. $(PROTOS)
+
+demo: $(STUBS)
 	$(VENV)/bin/gestalt-al demo
 
-lint: $(STAMP)
+lint: $(STUBS)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
@@ -20,10 +27,10 @@ lint: $(STAMP)
 test: lint
 	$(VENV)/bin/python -m pytest
 
-bench: $(STAMP)
+bench: $(STUBS)
 	$(VENV)/bin/python benchmarks/ranking.py
 	$(VENV)/bin/python benchmarks/saliency.py
 	$(VENV)/bin/python benchmarks/train.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache gestalt_al/v1/*_pb2*

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
-Config = dict[str, str | int]
+Config = Mapping[str, str | int | float | bool]
 
 
 def state_bytes(config: Config, state: dict[str, torch.Tensor]) -> bytes:

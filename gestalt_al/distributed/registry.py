@@ -66,6 +66,10 @@ class ModelRegistry:
             raise ValueError(f"{model_id}: stored bytes do not match the id (corrupt or altered)")
         return state_from_bytes(data, model_id)
 
+    def exists(self, model_id: str) -> bool:
+        _checked_id(model_id)
+        return self.store.exists(self._key(model_id))
+
     def ids(self, kind: str, round_number: int | None = None) -> list[str]:
         """Published ids of ``kind`` (of one round if given), oldest round first."""
         found = []

@@ -122,19 +122,23 @@ def fit_map_autoencoder(
     return model.eval(), losses
 
 
-def save_autoencoder(model: MapAutoencoder, method: Method, path: str | Path) -> None:
+def autoencoder_config(model: MapAutoencoder, method: Method) -> dict[str, str | int]:
     """``method`` names the saliency maps it was trained on; latents of other maps are noise."""
-    config: dict[str, str | int] = {
-        "latent_dim": model.latent_dim,
-        "map_size": MAP_SIZE,
-        "method": method,
-    }
-    save_state(path, config, model.state_dict())
+    return {"latent_dim": model.latent_dim, "map_size": MAP_SIZE, "method": method}
+
+
+def save_autoencoder(model: MapAutoencoder, method: Method, path: str | Path) -> None:
+    save_state(path, autoencoder_config(model, method), model.state_dict())
 
 
 def load_autoencoder(path: str | Path) -> tuple[MapAutoencoder, Method]:
     """The autoencoder and the saliency method whose maps it encodes."""
-    config, state = load_state(path)
+    return autoencoder_from_state(*load_state(path), source=str(path))
+
+
+def autoencoder_from_state(
+    config: dict[str, object], state: dict[str, torch.Tensor], source: str
+) -> tuple[MapAutoencoder, Method]:
     latent_dim, method = config.get("latent_dim"), config.get("method")
     methods: dict[object, Method] = {name: name for name in METHODS}
     if (
@@ -142,10 +146,10 @@ def load_autoencoder(path: str | Path) -> tuple[MapAutoencoder, Method]:
         or not isinstance(latent_dim, int)
         or method not in methods
     ):
-        raise ValueError(f"{path}: not a map autoencoder for {MAP_SIZE}px maps ({config})")
+        raise ValueError(f"{source}: not a map autoencoder for {MAP_SIZE}px maps ({config})")
     model = MapAutoencoder(latent_dim)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise ValueError(f"{path}: weights do not fit the map autoencoder ({exc})") from exc
+        raise ValueError(f"{source}: weights do not fit the map autoencoder ({exc})") from exc
     return model.eval(), methods[method]

@@ -9,7 +9,7 @@ what the paper queries first. Higher score = more informative.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Literal, get_args
 
 import numpy as np
@@ -94,8 +94,31 @@ def gestalt_scores_sharded(
         check_same_graph(pools[0], train, "train_latents")
         if chosen == "weighted_node":
             prior = NodeWeightPrior.from_node_weights(node_weights(cosine_graph(train)))
-    columns = [rank_columns(cosine_graph(p), chosen, prior) for p in pools]
-    if len(columns) == 1:
-        return mean_rank(columns[0])
-    pool_sorted = merge_sorted_columns([sorted_columns(c) for c in columns])
-    return np.concatenate([mean_rank(c, pool_sorted) for c in columns])
+    graphs = [cosine_graph(p) for p in pools]
+    if len(graphs) == 1:
+        return mean_rank(rank_columns(graphs[0], chosen, prior))
+    return gestalt_scores_streamed(lambda: graphs, (chosen,), prior)[chosen]
+
+
+def gestalt_scores_streamed(
+    edge_shards: Callable[[], Iterable[np.ndarray]],
+    variants: Sequence[Variant],
+    prior: NodeWeightPrior | None = None,
+) -> dict[Variant, np.ndarray]:
+    """Scores of every variant for a pool whose edge weights ``[n, K, K]`` come shard by shard.
+
+    ``edge_shards()`` is iterated twice (summaries, then ranks), so a caller can re-read shards
+    from storage instead of holding them: only the sorted summaries ``[C, N]`` stay in memory.
+    """
+    summaries: dict[Variant, list[np.ndarray]] = {v: [] for v in variants}
+    for edges in edge_shards():
+        for variant in variants:
+            summaries[variant].append(sorted_columns(rank_columns(edges, variant, prior)))
+    if not any(summaries.values()):
+        raise ValueError("the pool has no shards")
+    merged = {v: merge_sorted_columns(s) for v, s in summaries.items()}
+    scores: dict[Variant, list[np.ndarray]] = {v: [] for v in variants}
+    for edges in edge_shards():
+        for variant in variants:
+            scores[variant].append(mean_rank(rank_columns(edges, variant, prior), merged[variant]))
+    return {v: np.concatenate(s) for v, s in scores.items()}

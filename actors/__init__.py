@@ -1,0 +1,1 @@
+"""Long-lived Ray actors: the ranking actor (and the Ray Data scoring it drives)."""

@@ -1,0 +1,105 @@
+"""Ray Data scoring of a pool: one row per pending shard -> read its images from the pool's
+store -> chunks to the Serve deployments -> per-shard results written to the service store.
+
+Writing a shard's results is idempotent (same keys, whole-object writes), so a shard that is
+scored twice after a failure leaves the same objects behind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import ray
+from ray import serve
+
+from gestalt_al.service.errors import InvalidArgumentError
+from gestalt_al.service.pool import PoolManifest, ShardInfo, read_shard
+from gestalt_al.service.shard_results import RoundResults, ShardScores
+from gestalt_al.storage import open_store
+
+CHUNK = 32  # images per Serve request; @serve.batch groups several requests
+
+
+def result_name(start: int) -> str:
+    """Results are named by the shard's first pool index: unique, and sorted = pool order."""
+    return f"{start:012d}"
+
+
+def score_shards(
+    manifest: PoolManifest,
+    shards: list[ShardInfo],
+    expected_ids: np.ndarray,
+    app_name: str,
+    model_id: str,
+    sampler_model_id: str,
+    storage: str,
+    results_prefix: str,
+) -> Iterator[str]:
+    """Score ``shards`` with Ray Data; yields each shard's result name as it completes."""
+    rows = [
+        {"key": s.key, "start": s.start, "ids": expected_ids[s.start : s.start + s.count]}
+        for s in shards
+    ]
+    dataset = ray.data.from_items(rows, override_num_blocks=max(1, len(rows))).map(
+        _score_row,  # type: ignore[arg-type]  # the keyword arguments come from fn_kwargs
+        fn_kwargs={
+            "pool_uri": manifest.uri,
+            "app_name": app_name,
+            "model_id": model_id,
+            "sampler_model_id": sampler_model_id,
+            "storage": storage,
+            "results_prefix": results_prefix,
+        },
+        num_cpus=0.25,  # the task mostly waits on Serve; leave the CPUs to the replicas
+        max_retries=3,
+    )
+    for row in dataset.iter_rows():
+        yield str(row["name"])
+
+
+def _score_row(
+    row: dict[str, Any],
+    pool_uri: str,
+    app_name: str,
+    model_id: str,
+    sampler_model_id: str,
+    storage: str,
+    results_prefix: str,
+) -> dict[str, Any]:
+    source = f"{pool_uri}/{row['key']}"
+    shard = read_shard(open_store(pool_uri).get(row["key"]), source)
+    if not np.array_equal(shard.ids, row["ids"]):
+        raise InvalidArgumentError(
+            f"{source}: its sample ids differ from when the pool was registered; register "
+            "the changed data as a new pool"
+        )
+    latents = _score(app_name, "SaliencyLatents", model_id, shard.images)
+    sampler = (
+        _score(app_name, "DiscriminatorScores", sampler_model_id, shard.images)
+        if sampler_model_id
+        else {}
+    )
+    start = int(row["start"])
+    name = result_name(start)
+    RoundResults(open_store(storage), results_prefix).write(
+        name,
+        ShardScores(
+            indices=np.arange(start, start + len(shard.ids), dtype=np.int64),
+            latents=latents["latents"],
+            uncertainty=latents["uncertainty"],
+            sampler_scores=sampler.get("sampler_scores"),
+        ),
+    )
+    return {"name": name}
+
+
+def _score(app_name: str, deployment: str, model_id: str, images: np.ndarray) -> dict[str, Any]:
+    """Send every chunk before waiting on any, so the replica can batch them."""
+    handle = serve.get_deployment_handle(deployment, app_name).options(
+        multiplexed_model_id=model_id
+    )
+    responses = [handle.remote(images[i : i + CHUNK]) for i in range(0, len(images), CHUNK)]
+    parts = [response.result() for response in responses]
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}

@@ -1,0 +1,119 @@
+"""A Python client for the ``gestalt_al.v1`` gRPC API (what the demo and the tests use).
+
+Calls go through Ray Serve's gRPC proxy, which routes by the ``application`` metadata.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+
+import grpc
+from tqdm import tqdm
+
+from gestalt_al.v1 import active_learning_pb2 as pb
+from gestalt_al.v1.active_learning_pb2_grpc import ActiveLearningStub
+
+
+class ServiceClient:
+    def __init__(self, target: str, application: str = "gestalt", timeout: float = 60) -> None:
+        self.channel = grpc.insecure_channel(target)
+        self.stub = ActiveLearningStub(self.channel)
+        self.metadata = (("application", application),)
+        self.timeout = timeout
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def register_pool(self, pool_id: str, uri: str) -> pb.Pool:
+        request = pb.RegisterPoolRequest(pool_id=pool_id, uri=uri)
+        response: pb.Pool = self.stub.RegisterPool(
+            request, metadata=self.metadata, timeout=self.timeout
+        )
+        return response
+
+    def submit_labels(
+        self,
+        pool_id: str,
+        labels: Sequence[tuple[str, Sequence[float]]],
+        round_id: str = "",
+        submitter: str = "",
+    ) -> pb.SubmitLabelsResponse:
+        request = pb.SubmitLabelsRequest(
+            pool_id=pool_id,
+            labels=[pb.SampleLabels(sample_id=s, labels=list(v)) for s, v in labels],
+            round_id=round_id,
+            submitter=submitter,
+        )
+        response: pb.SubmitLabelsResponse = self.stub.SubmitLabels(
+            request, metadata=self.metadata, timeout=self.timeout
+        )
+        return response
+
+    def start_round(self, pool_id: str, model_id: str, sampler_model_id: str = "") -> pb.Round:
+        request = pb.StartRoundRequest(
+            pool_id=pool_id, model_id=model_id, sampler_model_id=sampler_model_id
+        )
+        response: pb.Round = self.stub.StartRound(
+            request, metadata=self.metadata, timeout=self.timeout
+        )
+        return response
+
+    def get_round(self, round_id: str) -> pb.Round:
+        request = pb.GetRoundRequest(round_id=round_id)
+        response: pb.Round = self.stub.GetRound(
+            request, metadata=self.metadata, timeout=self.timeout
+        )
+        return response
+
+    def wait_round(self, round_id: str, timeout: float = 900, progress: bool = True) -> pb.Round:
+        """Poll until the round is DONE or FAILED, with a progress bar over its shards."""
+        deadline = time.monotonic() + timeout
+        with tqdm(desc=f"round {round_id}", unit="shard", disable=not progress) as bar:
+            while True:
+                state = self.get_round(round_id)
+                bar.total = state.shards_total
+                bar.n = state.shards_done
+                bar.set_postfix(state=pb.RoundState.Name(state.state))
+                bar.refresh()
+                if state.state in (pb.ROUND_STATE_DONE, pb.ROUND_STATE_FAILED):
+                    return state
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"round {round_id} not finished after {timeout} s")
+                time.sleep(0.5)
+
+    def selection(
+        self, round_id: str, strategy: str, budget: int, page_size: int = 0
+    ) -> list[pb.SelectedSample]:
+        """All pages of a selection."""
+        samples: list[pb.SelectedSample] = []
+        token = ""
+        while True:
+            page: pb.SelectionPage = self.stub.GetSelection(
+                pb.GetSelectionRequest(
+                    round_id=round_id, strategy=strategy, budget=budget,
+                    page_size=page_size, page_token=token,
+                ),
+                metadata=self.metadata,
+                timeout=self.timeout,
+            )  # fmt: skip
+            samples.extend(page.samples)
+            token = page.next_page_token
+            if not token:
+                return samples
+
+    def stream_selection(
+        self, round_id: str, strategy: str, budget: int
+    ) -> Iterator[pb.SelectedSample]:
+        request = pb.GetSelectionRequest(round_id=round_id, strategy=strategy, budget=budget)
+        stream: Iterator[pb.SelectedSample] = self.stub.StreamSelection(
+            request, metadata=self.metadata, timeout=self.timeout
+        )
+        yield from stream
+
+    def neighbours(self, round_id: str, sample_id: str, k: int) -> list[pb.Neighbour]:
+        request = pb.GetNeighboursRequest(round_id=round_id, sample_id=sample_id, k=k)
+        response: pb.Neighbours = self.stub.GetNeighbours(
+            request, metadata=self.metadata, timeout=self.timeout
+        )
+        return list(response.neighbours)
