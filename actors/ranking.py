@@ -113,11 +113,14 @@ class RankingActor:
         started = time.perf_counter()
         if pending:
             ids = self.catalog.ids(record.pool_id)
-            for _ in score_shards(
+            for _, seconds in score_shards(
                 manifest, pending, ids, self.app_name, record.model_id,
                 record.sampler_model_id, self.storage, results.prefix,
             ):  # fmt: skip
-                record = self._save(record.update(shards_done=record.shards_done + 1))
+                total = {k: record.seconds.get(k, 0.0) + v for k, v in seconds.items()}
+                record = self._save(
+                    record.update(shards_done=record.shards_done + 1, seconds=total)
+                )
         scored = time.perf_counter()
         record = self._save(record.update(state="ranking"))
         sampler = (
@@ -141,7 +144,11 @@ class RankingActor:
                 state="done",
                 num_candidates=len(scores.candidates),
                 strategies=tuple(sorted(scores.scores)),
-                seconds={"scoring": scored - started, "ranking": ranked - scored},
+                seconds={
+                    **record.seconds,
+                    "scoring_wall": scored - started,
+                    "ranking": ranked - scored,
+                },
             )
         )
 

@@ -7,6 +7,7 @@ scored twice after a failure leaves the same objects behind.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +20,7 @@ from gestalt_al.service.pool import PoolManifest, ShardInfo, read_shard
 from gestalt_al.service.shard_results import RoundResults, ShardScores
 from gestalt_al.storage import open_store
 
+STAGES = ("read", "score", "write")
 CHUNK = 32  # images per Serve request; @serve.batch groups several requests
 
 
@@ -36,8 +38,9 @@ def score_shards(
     sampler_model_id: str,
     storage: str,
     results_prefix: str,
-) -> Iterator[str]:
-    """Score ``shards`` with Ray Data; yields each shard's result name as it completes."""
+) -> Iterator[tuple[str, dict[str, float]]]:
+    """Score ``shards`` with Ray Data; yields each shard's result name and its seconds spent
+    reading, scoring and writing, as shards complete."""
     rows = [
         {"key": s.key, "start": s.start, "ids": expected_ids[s.start : s.start + s.count]}
         for s in shards
@@ -56,7 +59,7 @@ def score_shards(
         max_retries=3,
     )
     for row in dataset.iter_rows():
-        yield str(row["name"])
+        yield str(row["name"]), {stage: float(row[stage]) for stage in STAGES}
 
 
 def _score_row(
@@ -69,7 +72,9 @@ def _score_row(
     results_prefix: str,
 ) -> dict[str, Any]:
     source = f"{pool_uri}/{row['key']}"
+    started = time.perf_counter()
     shard = read_shard(open_store(pool_uri).get(row["key"]), source)
+    read = time.perf_counter()
     if not np.array_equal(shard.ids, row["ids"]):
         raise InvalidArgumentError(
             f"{source}: its sample ids differ from when the pool was registered; register "
@@ -81,6 +86,7 @@ def _score_row(
         if sampler_model_id
         else {}
     )
+    scored = time.perf_counter()
     start = int(row["start"])
     name = result_name(start)
     RoundResults(open_store(storage), results_prefix).write(
@@ -92,7 +98,12 @@ def _score_row(
             sampler_scores=sampler.get("sampler_scores"),
         ),
     )
-    return {"name": name}
+    seconds = {
+        "read": read - started,
+        "score": scored - read,
+        "write": time.perf_counter() - scored,
+    }
+    return {"name": name, **seconds}
 
 
 def _score(app_name: str, deployment: str, model_id: str, images: np.ndarray) -> dict[str, Any]:

@@ -325,6 +325,7 @@ def _round(record: RoundRecord) -> pb.Round:
         num_candidates=record.num_candidates,
         message=record.message,
         strategies=list(record.strategies),
+        stage_seconds=record.seconds,
     )
 
 
