@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -59,8 +60,28 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gestalt-al", description=__doc__)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
+    service = commands.add_parser(
+        "demo",
+        help="one AL round through the service: Ray Train, Serve, ranking actor, gRPC "
+        "(bundled NIH sample)",
+    )
+    service.add_argument("--data", type=Path, default=None, help=".npz archive (NIH layout)")
+    service.add_argument("--images-key", default="images_64")
+    service.add_argument("--storage", default=None,
+                         help="service store: a folder or s3://bucket/prefix (default: a new "
+                         "temporary folder)")  # fmt: skip
+    service.add_argument("--initial-labeled", type=int, default=100)
+    service.add_argument("--budget", type=int, default=10, help="queries per strategy (b)")
+    service.add_argument("--epochs", type=int, default=6, help="task model epochs")
+    service.add_argument("--sampler-epochs", type=int, default=6, help="VAAL epochs")
+    service.add_argument("--grpc-port", type=int, default=50051)
+    service.add_argument("--http-port", type=int, default=8000)
+    service.add_argument("--seed", type=int, default=0)
+    service.set_defaults(run=_service_demo)
+
     demo = commands.add_parser(
-        "demo", help="rank a pool with GESTALT and print the top queries (bundled NIH sample)"
+        "local-demo",
+        help="rank a pool with GESTALT in this process, no Ray (bundled NIH sample)",
     )
     _add_data_arguments(demo)
     demo.add_argument("--initial-labeled", type=int, default=100, help="labeled set size M")
@@ -179,6 +200,16 @@ def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _load(args: argparse.Namespace, split: str) -> ImageSet:
     return load_dataset(args.data or bundled_nih_path(), split, args.images_key, args.labels_csv)
+
+
+def _service_demo(args: argparse.Namespace) -> int:
+    """Imported here: Ray and Serve take seconds to import, and only this command needs them."""
+    from services.demo import run_demo
+
+    if args.storage is None:
+        args.storage = tempfile.mkdtemp(prefix="gestalt-demo-")
+        print(f"service store: {args.storage}")
+    return run_demo(args)
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -10,3 +10,11 @@ fi
 "$venv/bin/python" -m pip install --quiet --upgrade pip
 "$venv/bin/python" -m pip install --progress-bar off -e ".[cpu,test]"
 "$venv/bin/python" -m pip check
+# The tests scrape the service with a real Prometheus server (Debian's package).
+if ! command -v prometheus >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    else
+        echo "warning: no prometheus binary; the metrics test needs Debian's 'prometheus' package" >&2
+    fi
+fi

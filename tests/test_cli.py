@@ -24,7 +24,7 @@ def test_demo_saves_artifacts_that_explain_and_rank_reuse(tmp_path: Path) -> Non
     quick = ["--arch", "resnet18", "--images-key", "images", "--epochs", "1"]
     small = ["--initial-labeled", "40", "--pool-limit", "30", "--saliency", "grad_cam"]
     result = _run(
-        "demo", *quick, *small, "--budget", "4", "--out", str(out), "--save-dir", str(saved)
+        "local-demo", *quick, *small, "--budget", "4", "--out", str(out), "--save-dir", str(saved)
     )
     assert result.returncode == 0, result.stderr
     assert "latents from grad_cam maps, [N, K, D] = [30, 14, 64]" in result.stdout
@@ -70,7 +70,7 @@ def test_demo_saves_artifacts_that_explain_and_rank_reuse(tmp_path: Path) -> Non
 
 
 def test_demo_reports_bad_budget_clearly() -> None:
-    result = _run("demo", "--budget", "100000")
+    result = _run("local-demo", "--budget", "100000")
     assert result.returncode == 2
     assert "budget 100000 is larger than the pool (597 samples)" in result.stderr
 

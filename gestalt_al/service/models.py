@@ -14,14 +14,14 @@ import numpy as np
 import torch
 
 from gestalt_al.distributed.registry import ModelRegistry
-from gestalt_al.latents import SaliencyLatentEncoder
+from gestalt_al.latents import AutoencoderConfig, SaliencyLatentEncoder
 from gestalt_al.latents.map_autoencoder import autoencoder_config, autoencoder_from_state
 from gestalt_al.models import ModelConfig, as_model_input, probabilities, unit_images
 from gestalt_al.models.weights import model_from_state
 from gestalt_al.mvaal import MVAALConfig, discriminator_scores
 from gestalt_al.mvaal.networks import Discriminator, MultimodalVAE
 from gestalt_al.safe_io import Config
-from gestalt_al.saliency import canonize
+from gestalt_al.saliency import Method, canonize
 from gestalt_al.service.errors import InvalidArgumentError, NotFoundError
 
 GESTALT_KIND = "gestalt"
@@ -70,9 +70,19 @@ class GestaltModel:
         return registry.publish(GESTALT_KIND, round_number, config, state)
 
     @classmethod
-    def from_trained(
-        cls, model: torch.nn.Module, config: ModelConfig, encoder: SaliencyLatentEncoder
+    def fit(
+        cls,
+        model: torch.nn.Module,
+        config: ModelConfig,
+        labeled_images: np.ndarray,
+        method: Method = "deep_taylor",
+        autoencoder: AutoencoderConfig | None = None,
+        progress: bool = True,
     ) -> GestaltModel:
+        """A trained task model plus the map autoencoder fitted on its labeled set's maps."""
+        encoder, _ = SaliencyLatentEncoder.fit(
+            model, as_model_input(labeled_images, config), method, autoencoder, progress=progress
+        )
         return cls(config, encoder, model.state_dict())
 
     @classmethod
