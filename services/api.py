@@ -223,7 +223,9 @@ class ActiveLearningAPI:
             grpc_context.set_code(code)
             grpc_context.set_details(message)
             metrics.grpc_requests().inc(1, {"method": "StreamSelection", "code": code.name})
-            return
+            # A stream that yields nothing ends OK; Serve sends the code set above only when
+            # the method raises after setting it.
+            raise
         metrics.grpc_requests().inc(1, {"method": "StreamSelection", "code": "OK"})
         for sample in ranked:
             yield sample

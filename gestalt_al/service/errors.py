@@ -32,7 +32,7 @@ def root_cause(exc: BaseException) -> BaseException:
     so that its type picks the status code and its message reaches the client unwrapped."""
     seen = exc
     while True:
-        inner = getattr(seen, "cause", None) or seen.__cause__
+        inner = getattr(seen, "cause", None)  # Ray's task errors; our own chains stay whole
         if not isinstance(inner, BaseException) or inner is seen:
             return seen
         seen = inner
