@@ -81,10 +81,12 @@ class RankingActor:
     def _launch(self, record: RoundRecord) -> None:
         self.records[record.round_id] = record
         self.running.add(record.round_id)
-        threading.Thread(target=self._run, args=(record,), daemon=True).start()
+        threading.Thread(target=self.run_round, args=(record,), daemon=True).start()
         self._publish_counts()
 
-    def _run(self, record: RoundRecord) -> None:
+    def run_round(self, record: RoundRecord) -> None:
+        """Score, rank and record one round in the calling thread; any failure ends in a
+        ``failed`` record (``unavailable`` when storage or Ray could not be reached)."""
         try:
             self._score_and_rank(record)
         except StoreUnavailableError as exc:

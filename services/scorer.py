@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
+import torch
 from ray import serve
 
 from gestalt_al.distributed.registry import ModelRegistry
@@ -16,6 +17,8 @@ from services import metrics
 
 
 class Scorer(Protocol):
+    def to(self, device: torch.device) -> Scorer: ...
+
     def score(self, images: np.ndarray) -> dict[str, np.ndarray]: ...
 
 
@@ -28,10 +31,13 @@ class BatchedScorer:
 
     def __init__(self, storage: str) -> None:
         self.registry = ModelRegistry(storage)
+        # Serve gives a replica with num_gpus > 0 its GPU through CUDA_VISIBLE_DEVICES.
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     @serve.multiplexed(max_num_models_per_replica=2)
     async def model(self, model_id: str) -> Scorer:
-        return await asyncio.to_thread(type(self).load, self.registry, model_id)
+        model = await asyncio.to_thread(type(self).load, self.registry, model_id)
+        return model.to(self.device)
 
     async def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
         scored: dict[str, np.ndarray] = await self.batch(  # type: ignore[call-arg, misc]

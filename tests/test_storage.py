@@ -97,6 +97,15 @@ def test_locations_and_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     monkeypatch.delenv("GESTALT_S3_SECRET_KEY", raising=False)
     with pytest.raises(ValueError, match="GESTALT_S3_SECRET_KEY"):
         open_store("s3://gestalt/x")
+    monkeypatch.setenv("GESTALT_S3_ENDPOINT", "h:1")
+    monkeypatch.setenv("GESTALT_S3_ACCESS_KEY", "access")
+    monkeypatch.setenv("GESTALT_S3_SECRET_KEY", "very-secret")
+    for value, secure in (("", True), ("false", False), ("0", False), ("On", True)):
+        monkeypatch.setenv("GESTALT_S3_SECURE", value)
+        assert S3Settings.from_environment("test").secure is secure
+    monkeypatch.setenv("GESTALT_S3_SECURE", "maybe")
+    with pytest.raises(ValueError, match="GESTALT_S3_SECURE='maybe'"):
+        S3Settings.from_environment("test")
     assert join_key("pool", "round-1/", "shard.bin") == "pool/round-1/shard.bin"
     settings = S3Settings("h:1", "access", "very-secret", False, "us-east-1")
     assert "very-secret" not in repr(settings)

@@ -97,12 +97,19 @@ class GestaltModel:
         encoder = SaliencyLatentEncoder(canonize(model), method, autoencoder)
         return cls(model_config, encoder, model.state_dict())
 
+    def to(self, device: torch.device) -> GestaltModel:
+        self.encoder.net.to(device)
+        self.encoder.autoencoder.to(device)
+        return self
+
     def score(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """``latents`` float32 ``[B, K, D]`` and ``uncertainty`` ``[B]``: the predictive
         entropy (mean binary entropy over classes when multi-label)."""
         batch = as_model_input(images, self.config)
         with torch.no_grad():
-            probs = probabilities(self.encoder.net(batch), self.config).double().numpy()
+            device = next(self.encoder.net.parameters()).device
+            logits = self.encoder.net(batch.to(device))
+            probs = probabilities(logits, self.config).double().cpu().numpy()
         p = np.clip(probs, 1e-12, 1 - 1e-12)
         if self.config.task == "multi_label":
             entropy = -(p * np.log(p) + (1 - p) * np.log1p(-p)).mean(axis=1)
@@ -144,6 +151,11 @@ class SamplerModel:
         except RuntimeError as exc:
             raise ValueError(f"{model_id}: weights do not fit its config ({exc})") from exc
         return cls(config, vae.eval(), discriminator.eval())
+
+    def to(self, device: torch.device) -> SamplerModel:
+        self.vae.to(device)
+        self.discriminator.to(device)
+        return self
 
     def score(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """``sampler_scores`` float64 ``[B]``: D(z); lower = less like the labeled set."""

@@ -46,9 +46,20 @@ class S3Settings:
             endpoint=os.environ["GESTALT_S3_ENDPOINT"],
             access_key=os.environ["GESTALT_S3_ACCESS_KEY"],
             secret_key=os.environ["GESTALT_S3_SECRET_KEY"],
-            secure=os.environ.get("GESTALT_S3_SECURE", "1") != "0",
+            secure=_flag("GESTALT_S3_SECURE", default=True),
             region=os.environ.get("GESTALT_S3_REGION", "us-east-1"),
         )
+
+
+def _flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name}={value!r}: use 1/true/yes/on or 0/false/no/off")
 
 
 def parse_location(location: str) -> S3Location | None:
