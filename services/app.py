@@ -25,6 +25,7 @@ class ServiceConfig:
     grpc_port: int = 50051
     http_port: int = 8000  # Serve's HTTP proxy (unused by the API; health of the proxy)
     latent_replicas: int = 1
+    latent_max_replicas: int = 0  # > latent_replicas: autoscale between the two on queue length
     sampler_replicas: int = 1
     cpus_per_replica: float = 1.0
     gpus_per_replica: float = 0.0
@@ -45,7 +46,7 @@ def deploy(config: ServiceConfig) -> None:
         APP_NAME,
         NAMESPACE,
         SaliencyLatents.options(  # type: ignore[attr-defined]
-            num_replicas=config.latent_replicas, ray_actor_options=resources
+            **_replicas(config), ray_actor_options=resources
         ).bind(config.storage),
         DiscriminatorScores.options(  # type: ignore[attr-defined]
             num_replicas=config.sampler_replicas,
@@ -53,6 +54,19 @@ def deploy(config: ServiceConfig) -> None:
         ).bind(config.storage),
     )
     serve.run(app, name=APP_NAME, route_prefix=f"/{APP_NAME}")
+
+
+def _replicas(config: ServiceConfig) -> dict[str, object]:
+    """A fixed count, or Serve autoscaling when a larger maximum is given."""
+    if config.latent_max_replicas <= config.latent_replicas:
+        return {"num_replicas": config.latent_replicas}
+    return {
+        "autoscaling_config": {
+            "min_replicas": config.latent_replicas,
+            "max_replicas": config.latent_max_replicas,
+            "target_ongoing_requests": 8,  # chunks queued per replica before adding one
+        }
+    }
 
 
 def shutdown() -> None:

@@ -59,7 +59,7 @@ def start_service(root: Path) -> ServiceEnv:
     sampler = SamplerModel(sampler_config, untrained.vae, untrained.discriminator)
     port = free_port()
     deploy(ServiceConfig(str(root / "service"), grpc_port=port, http_port=free_port(),
-                         cpus_per_replica=0.5))  # fmt: skip
+                         latent_max_replicas=2, cpus_per_replica=0.5))  # fmt: skip
     return ServiceEnv(
         client=ServiceClient(f"127.0.0.1:{port}"),
         storage=root / "service",
