@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
+import ray
 from ray import serve
 from ray.serve.config import HTTPOptions, gRPCOptions
 
+from actors.ranking import ACTOR_NAME
 from services.api import ActiveLearningAPI
 from services.discriminator_scores import DiscriminatorScores
 from services.saliency_latents import SaliencyLatents
@@ -70,4 +73,8 @@ def _replicas(config: ServiceConfig) -> dict[str, object]:
 
 
 def shutdown() -> None:
+    """Stop the application and the ranking actor. Round state lives in the store, so the
+    next ``deploy`` (with this or another storage) starts a fresh actor that resumes it."""
     serve.shutdown()  # type: ignore[no-untyped-call]
+    with contextlib.suppress(ValueError):  # no actor: nothing to stop
+        ray.kill(ray.get_actor(ACTOR_NAME, namespace=NAMESPACE), no_restart=True)

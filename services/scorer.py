@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
+import ray
 import torch
 from ray import serve
 
@@ -31,8 +32,9 @@ class BatchedScorer:
 
     def __init__(self, storage: str) -> None:
         self.registry = ModelRegistry(storage)
-        # Serve gives a replica with num_gpus > 0 its GPU through CUDA_VISIBLE_DEVICES.
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        # Only a replica that reserved a GPU (num_gpus > 0) uses one: a visible but
+        # unreserved GPU belongs to someone else's work.
+        self.device = torch.device("cuda" if ray.get_gpu_ids() else "cpu")
 
     @serve.multiplexed(max_num_models_per_replica=2)
     async def model(self, model_id: str) -> Scorer:

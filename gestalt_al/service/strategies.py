@@ -56,36 +56,36 @@ def round_scores(
     sampler_strategy: str | None,
     seed_text: str,
 ) -> RoundScores:
-    """All strategies' scores; ``shards()`` is read three times (prior, summaries, ranks).
+    """All strategies' scores; ``shards()`` is read three times (prior and per-sample
+    scalars, GESTALT summaries, GESTALT ranks), and only one shard's weights are held at once.
 
     ``gestalt_weighted_node`` is left out when fewer than two labeled samples with differing
     node weights exist (its z-scores would be undefined); ``strategies`` then lacks it.
     """
-    prior = _prior(shards(), labeled)
+    prior, scalars = _scan(shards(), labeled)
+    if not scalars:
+        raise ValueError("every pool sample is labeled: nothing is left to rank")
+    indices = np.concatenate([i for i, _, _ in scalars])
+    order = np.argsort(indices, kind="stable")
 
-    def candidates() -> Iterator[ShardWeights]:
+    def candidate_edges() -> Iterator[np.ndarray]:
         for shard in shards():
             keep = ~np.isin(shard.indices, labeled)
             if keep.any():
-                yield shard.take(keep)
+                yield shard.take(keep).full_edges()
 
-    parts = list(candidates())  # scalars only are kept: indices, entropy, sampler scores
-    if not parts:
-        raise ValueError("every pool sample is labeled: nothing is left to rank")
-    indices = np.concatenate([p.indices for p in parts])
-    order = np.argsort(indices, kind="stable")
     variants = tuple(GESTALT_STRATEGIES.values()) if prior else ("node", "edge")
     gestalt = gestalt_scores_streamed(
-        lambda: (s.full_edges() for s in candidates()),
+        candidate_edges,
         variants,  # type: ignore[arg-type]  # literal names from GESTALT_STRATEGIES
         prior,
     )
     scores = {name: gestalt[v] for name, v in GESTALT_STRATEGIES.items() if v in gestalt}
-    scores["uncertainty"] = np.concatenate([p.uncertainty for p in parts])
+    scores["uncertainty"] = np.concatenate([u for _, u, _ in scalars])
     seed = int.from_bytes(hashlib.sha256(seed_text.encode()).digest()[:8], "little")
     scores["random"] = np.random.default_rng(seed).random(pool_size)[indices]
     if sampler_strategy is not None:
-        sampler = -np.concatenate([p.sampler_scores for p in parts if p.sampler_scores is not None])
+        sampler = -np.concatenate([d for _, _, d in scalars if d is not None])
         if sampler.size != indices.size:
             raise ValueError("some shards have no sampler scores")
         scores[sampler_strategy] = sampler
@@ -94,14 +94,26 @@ def round_scores(
     return RoundScores(indices[order], {k: v[order] for k, v in scores.items()})
 
 
-def _prior(shards: Iterator[ShardWeights], labeled: np.ndarray) -> NodeWeightPrior | None:
-    """Weighted-Node statistics of the labeled samples' node weights, in pool order (the
-    order ``gestalt_scores`` sees them in); None if they cannot define z-scores."""
-    found = [(s.indices[m], s.node[m]) for s in shards if (m := np.isin(s.indices, labeled)).any()]
+Scalars = tuple[np.ndarray, np.ndarray, np.ndarray | None]  # indices, entropy, sampler
+
+
+def _scan(
+    shards: Iterator[ShardWeights], labeled: np.ndarray
+) -> tuple[NodeWeightPrior | None, list[Scalars]]:
+    """The Weighted-Node prior of the labeled samples' node weights, in pool order (the order
+    ``gestalt_scores`` sees them in; None if they cannot define z-scores), and the candidates'
+    per-sample scalars."""
+    found: list[tuple[np.ndarray, np.ndarray]] = []
+    scalars: list[Scalars] = []
+    for shard in shards:
+        is_labeled = np.isin(shard.indices, labeled)
+        if is_labeled.any():
+            found.append((shard.indices[is_labeled], shard.node[is_labeled]))
+        if not is_labeled.all():
+            part = shard.take(~is_labeled)
+            scalars.append((part.indices, part.uncertainty, part.sampler_scores))
     if not found:
-        return None
-    indices = np.concatenate([i for i, _ in found])
-    prior = NodeWeightPrior.from_node_weights(
-        np.concatenate([n for _, n in found])[np.argsort(indices)]
-    )
-    return prior if bool((prior.std >= MIN_STD).all()) else None
+        return None, scalars
+    order = np.argsort(np.concatenate([i for i, _ in found]))
+    prior = NodeWeightPrior.from_node_weights(np.concatenate([n for _, n in found])[order])
+    return (prior if bool((prior.std >= MIN_STD).all()) else None), scalars
