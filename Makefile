@@ -31,6 +31,9 @@ bench: $(STUBS)
 	$(VENV)/bin/python benchmarks/ranking.py
 	$(VENV)/bin/python benchmarks/saliency.py
 	$(VENV)/bin/python benchmarks/train.py
+	# the 2-core-machine size; the README gives the GPU-machine command
+	$(VENV)/bin/python benchmarks/service.py --num-samples 2000 --shard-size 500 \
+		--cpus-per-replica 0.5 --saliency grad_cam --ranking-samples 1000000
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache gestalt_al/v1/*_pb2*
