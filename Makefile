@@ -34,6 +34,8 @@ bench: $(STUBS)
 	# the 2-core-machine size; the README gives the GPU-machine command
 	$(VENV)/bin/python benchmarks/service.py --num-samples 2000 --shard-size 500 \
 		--cpus-per-replica 0.5 --saliency grad_cam --ranking-samples 1000000
+	# resumes from benchmarks/results/al_curves/runs (delete it to rerun from scratch)
+	$(VENV)/bin/python benchmarks/al_curves.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache gestalt_al/v1/*_pb2*

@@ -16,6 +16,7 @@ from collections import Counter
 import numpy as np
 import ray
 
+from actors.detached import detached_actor
 from actors.scoring import result_name, score_shards
 from gestalt_al.distributed.registry import ModelRegistry
 from gestalt_al.service.errors import ServiceError, root_cause
@@ -188,14 +189,4 @@ def ranking_actor(
     storage: str, app_name: str, namespace: str
 ) -> ray.actor.ActorHandle[RankingActor]:
     """The named, detached ranking actor (created on first use, found afterwards)."""
-    remote = ray.remote(RankingActor).options(
-        name=ACTOR_NAME,
-        namespace=namespace,
-        lifetime="detached",
-        get_if_exists=True,
-        max_restarts=-1,
-        max_task_retries=-1,
-        max_concurrency=8,
-        num_cpus=0,
-    )
-    return remote.remote(storage, app_name)  # type: ignore[return-value]
+    return detached_actor(RankingActor, ACTOR_NAME, namespace, storage, app_name)

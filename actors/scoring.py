@@ -15,8 +15,7 @@ import numpy as np
 import ray
 from ray import serve
 
-from gestalt_al.service.errors import InvalidArgumentError
-from gestalt_al.service.pool import PoolManifest, ShardInfo, read_shard
+from gestalt_al.service.pool import PoolManifest, ShardInfo, check_shard_ids, read_shard
 from gestalt_al.service.shard_results import RoundResults, ShardScores
 from gestalt_al.storage import open_store
 
@@ -75,11 +74,7 @@ def _score_row(
     started = time.perf_counter()
     shard = read_shard(open_store(pool_uri).get(row["key"]), source)
     read = time.perf_counter()
-    if not np.array_equal(shard.ids, row["ids"]):
-        raise InvalidArgumentError(
-            f"{source}: its sample ids differ from when the pool was registered; register "
-            "the changed data as a new pool"
-        )
+    check_shard_ids(shard, row["ids"], source)
     latents = _score(app_name, "SaliencyLatents", model_id, shard.images)
     sampler = (
         _score(app_name, "DiscriminatorScores", sampler_model_id, shard.images)

@@ -161,6 +161,50 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, default=None, help="write history and model id")
     _add_ray_arguments(train, default_workers=2)
     train.set_defaults(run=_train)
+
+    loop = commands.add_parser(
+        "loop",
+        help="continuous AL rounds through the service, the data set's labels as oracle "
+        "(bundled NIH sample)",
+    )
+    loop.add_argument("--storage", default=None,
+                      help="service store: a folder or s3://bucket/prefix (default: a new "
+                      "temporary folder)")  # fmt: skip
+    loop.add_argument("--strategy", default="gestalt_node")
+    loop.add_argument("--budget", type=int, default=20)
+    loop.add_argument("--initial-labeled", type=int, default=100)
+    loop.add_argument("--max-rounds", type=int, default=3)
+    loop.add_argument("--max-labels", type=int, default=0)
+    loop.add_argument("--epochs", type=int, default=6)
+    loop.add_argument("--sampler-epochs", type=int, default=0, help="VAAL epochs (vaal, hybrid)")
+    loop.add_argument("--saliency", choices=METHODS, default="deep_taylor")
+    loop.add_argument("--workers", type=int, default=2)
+    loop.add_argument("--cpus-per-worker", type=float, default=0.25)
+    loop.add_argument("--image-size", type=int, default=0)
+    loop.add_argument("--pool-size", type=int, default=0, help="first N training images (0: all)")
+    loop.add_argument("--shard-size", type=int, default=128)
+    loop.add_argument("--images-key", default="images_64")
+    loop.add_argument("--grpc-port", type=int, default=50051)
+    loop.add_argument("--http-port", type=int, default=8000)
+    loop.add_argument("--seed", type=int, default=0)
+    loop.set_defaults(run=_loop)
+
+    simulate = commands.add_parser(
+        "simulate",
+        help="learning curves: every strategy against an oracle, over seeds (Ray tasks)",
+    )
+    simulate.add_argument("--datasets", nargs="+", default=["breast"],
+                          help="nih, pneumonia, breast, lgg")  # fmt: skip
+    simulate.add_argument("--strategies", nargs="+", default=None, help="default: all")
+    simulate.add_argument("--seeds", type=int, default=5)
+    simulate.add_argument("--rounds", type=int, default=4, help="query rounds after round 0")
+    simulate.add_argument("--epochs", type=int, default=15, help="max task-model epochs")
+    simulate.add_argument("--sampler-epochs", type=int, default=5, help="VAAL/M-VAAL epochs")
+    simulate.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    simulate.add_argument("--device", default="cpu", help="cpu or cuda")
+    simulate.add_argument("--out", type=Path, default=Path("al-simulation"),
+                          help="runs (resumable), curves and results.json")  # fmt: skip
+    simulate.set_defaults(run=_simulate)
     return parser
 
 
@@ -210,6 +254,28 @@ def _service_demo(args: argparse.Namespace) -> int:
         args.storage = tempfile.mkdtemp(prefix="gestalt-demo-")
         print(f"service store: {args.storage}")
     return run_demo(args)
+
+
+def _loop(args: argparse.Namespace) -> int:
+    """Imported here: Ray and Serve take seconds to import, and only this command needs them."""
+    from services.loop_demo import run_loop_demo
+
+    return run_loop_demo(args)
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    """Imported here: only this command needs Ray."""
+    from gestalt_al.simulation.command import simulate_and_report
+    from gestalt_al.simulation.grid import GridSettings
+    from gestalt_al.strategies import STRATEGY_NAMES
+
+    grid = GridSettings(str(args.data_dir), str(args.out), args.rounds, args.seeds, args.device,
+                        args.sampler_epochs, args.epochs)  # fmt: skip
+    strategies = tuple(args.strategies or STRATEGY_NAMES)
+    if "random" not in strategies:
+        raise ValueError("--strategies must include random: every number is relative to it")
+    simulate_and_report(grid, tuple(args.datasets), strategies, args.out, args.out / "results.json")
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:

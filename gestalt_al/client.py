@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import grpc
 from tqdm import tqdm
@@ -117,3 +118,38 @@ class ServiceClient:
             request, metadata=self.metadata, timeout=self.timeout
         )
         return list(response.neighbours)
+
+    def start_loop(
+        self, pool_id: str, data: str, model: dict[str, Any] | None = None, **config: Any
+    ) -> pb.Loop:
+        """Start (or find, or resume) a loop; ``config`` takes ``LoopConfig`` fields and
+        ``model`` the ``ModelSettings`` ones (see the proto for both and their defaults)."""
+        request = pb.LoopConfig(
+            pool_id=pool_id, data=data, model=pb.ModelSettings(**(model or {})), **config
+        )
+        response: pb.Loop = self.stub.StartLoop(
+            request, metadata=self.metadata, timeout=self.timeout
+        )
+        return response
+
+    def get_loop(self, loop_id: str) -> pb.Loop:
+        request = pb.GetLoopRequest(loop_id=loop_id)
+        response: pb.Loop = self.stub.GetLoop(request, metadata=self.metadata, timeout=self.timeout)
+        return response
+
+    def wait_loop(self, loop_id: str, timeout: float = 86_400, progress: bool = True) -> pb.Loop:
+        """Poll until the loop is FINISHED or FAILED, with a progress bar over its rounds."""
+        deadline = time.monotonic() + timeout
+        ended = (pb.LOOP_STATE_FINISHED, pb.LOOP_STATE_FAILED)
+        with tqdm(desc=f"loop {loop_id}", unit="round", disable=not progress) as bar:
+            while True:
+                loop = self.get_loop(loop_id)
+                bar.n = sum(r.stage == pb.LOOP_STAGE_DONE for r in loop.rounds)
+                bar.set_postfix(round=loop.round, stage=pb.LoopStage.Name(loop.stage),
+                                labeled=loop.num_labeled)  # fmt: skip
+                bar.refresh()
+                if loop.state in ended:
+                    return loop
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"loop {loop_id} not finished after {timeout} s")
+                time.sleep(1)

@@ -21,6 +21,8 @@ from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve.grpc_util import RayServegRPCContext
 
+from actors.coordinator import coordinator_actor
+from actors.loop_runner import INGRESS
 from actors.ranking import ranking_actor
 from gestalt_al.distributed.registry import ModelRegistry
 from gestalt_al.ranking import select_top
@@ -32,6 +34,7 @@ from gestalt_al.service.errors import (
     root_cause,
 )
 from gestalt_al.service.labels import LabelBook
+from gestalt_al.service.loops import LoopBook
 from gestalt_al.service.models import GESTALT_KIND, SAMPLER_KIND
 from gestalt_al.service.pool import PoolCatalog
 from gestalt_al.service.rounds import RoundBook, RoundRecord, parse_round_id, round_id_for
@@ -39,6 +42,7 @@ from gestalt_al.service.strategies import STRATEGIES, RoundScores
 from gestalt_al.storage import StoreAccessError, StoreUnavailableError, open_store
 from gestalt_al.v1 import active_learning_pb2 as pb
 from services import metrics
+from services.loop_messages import loop_config_from_proto, loop_to_proto
 
 Response = TypeVar("Response")
 DEFAULT_PAGE, MAX_PAGE, MAX_NEIGHBOURS = 100, 10_000, 1000
@@ -93,7 +97,7 @@ def _unary(
     return wrap
 
 
-@serve.deployment(name="ActiveLearningAPI", num_replicas=1, ray_actor_options={"num_cpus": 0})
+@serve.deployment(name=INGRESS, num_replicas=1, ray_actor_options={"num_cpus": 0})
 class ActiveLearningAPI:
     """One replica: label submissions are serialised in it (see ``LabelBook``)."""
 
@@ -107,6 +111,8 @@ class ActiveLearningAPI:
         self.registry = ModelRegistry(storage)
         self.scorers = (latents, sampler)
         self.ranking = ranking_actor(storage, app_name, namespace)
+        self.loops = LoopBook(store)
+        self.coordinator = coordinator_actor(storage, app_name, namespace)
         self._scores: OrderedDict[str, RoundScores] = OrderedDict()
         self._indexes: OrderedDict[str, list[faiss.IndexIDMap2]] = OrderedDict()
 
@@ -142,9 +148,7 @@ class ActiveLearningAPI:
 
     @_unary(pb.SubmitLabelsResponse)
     def SubmitLabels(self, request: pb.SubmitLabelsRequest) -> pb.SubmitLabelsResponse:  # noqa: N802
-        if request.round_id:
-            self.rounds.load(request.round_id)  # NOT_FOUND for an unknown round
-        accepted, unchanged = self.labels.submit(
+        accepted, unchanged = self._submit(
             request.pool_id,
             [(item.sample_id, list(item.labels)) for item in request.labels],
             request.round_id,
@@ -155,6 +159,20 @@ class ActiveLearningAPI:
             unchanged=unchanged,
             num_labeled=len(self.labels.labels(request.pool_id)),
         )
+
+    async def record_labels(
+        self, pool_id: str, labels: list[tuple[str, list[float]]], round_id: str, submitter: str
+    ) -> tuple[int, int]:
+        """SubmitLabels for callers inside the cluster (a loop's oracle, through a deployment
+        handle), so that this replica stays the one writer of labels."""
+        return await asyncio.to_thread(self._submit, pool_id, labels, round_id, submitter)
+
+    def _submit(
+        self, pool_id: str, labels: list[tuple[str, list[float]]], round_id: str, submitter: str
+    ) -> tuple[int, int]:
+        if round_id:
+            self.rounds.load(round_id)  # NOT_FOUND for an unknown round
+        return self.labels.submit(pool_id, labels, round_id, submitter)
 
     # --- rounds -------------------------------------------------------------------------
     @_unary(pb.Round)
@@ -283,6 +301,24 @@ class ActiveLearningAPI:
             if len(self._scores) > 4:
                 self._scores.popitem(last=False)
         return self._scores[round_id]
+
+    # --- continuous loops -----------------------------------------------------------------
+    @_unary(pb.Loop)
+    def StartLoop(self, request: pb.LoopConfig) -> pb.Loop:  # noqa: N802
+        config = loop_config_from_proto(request)
+        self.catalog.manifest(config.pool_id)  # NOT_FOUND for an unknown pool
+        ray.get(self.coordinator.start.remote(config))
+        return self._loop(config.loop_id)
+
+    @_unary(pb.Loop)
+    def GetLoop(self, request: pb.GetLoopRequest) -> pb.Loop:  # noqa: N802
+        return self._loop(request.loop_id)
+
+    def _loop(self, loop_id: str) -> pb.Loop:
+        """Read from the store, so it answers while the coordinator restarts."""
+        record = self.loops.load(loop_id)
+        num_labeled = len(self.labels.labels(record.config.pool_id))
+        return loop_to_proto(record, self.loops.rounds(loop_id), num_labeled, self.loops)
 
     # --- latent space -------------------------------------------------------------------
     @_unary(pb.Neighbours)

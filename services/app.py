@@ -9,6 +9,7 @@ import ray
 from ray import serve
 from ray.serve.config import HTTPOptions, gRPCOptions
 
+from actors.coordinator import COORDINATOR_NAME
 from actors.ranking import ACTOR_NAME
 from services.api import ActiveLearningAPI
 from services.discriminator_scores import DiscriminatorScores
@@ -36,7 +37,8 @@ class ServiceConfig:
 
 def deploy(config: ServiceConfig) -> None:
     """Start Serve's proxies (gRPC with reflection) and run the application; blocks until the
-    deployments are healthy. The ranking actor is created by the ingress on first start."""
+    deployments are healthy. The ranking actor and the loop coordinator are created by the
+    ingress on first start."""
     serve.start(
         http_options=HTTPOptions(host="127.0.0.1", port=config.http_port),
         grpc_options=gRPCOptions(
@@ -73,8 +75,10 @@ def _replicas(config: ServiceConfig) -> dict[str, object]:
 
 
 def shutdown() -> None:
-    """Stop the application and the ranking actor. Round state lives in the store, so the
-    next ``deploy`` (with this or another storage) starts a fresh actor that resumes it."""
+    """Stop the application, the ranking actor and the loop coordinator. Round and loop state
+    live in the store, so the next ``deploy`` (with this or another storage) starts fresh
+    actors that resume them."""
     serve.shutdown()  # type: ignore[no-untyped-call]
-    with contextlib.suppress(ValueError):  # no actor: nothing to stop
-        ray.kill(ray.get_actor(ACTOR_NAME, namespace=NAMESPACE), no_restart=True)
+    for name in (COORDINATOR_NAME, ACTOR_NAME):
+        with contextlib.suppress(ValueError):  # no actor: nothing to stop
+            ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)

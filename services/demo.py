@@ -16,18 +16,12 @@ import numpy as np
 import ray
 
 from gestalt_al.client import ServiceClient
-from gestalt_al.data import ImageSet, PairedImageSet, bundled_nih_path, load_dataset
-from gestalt_al.distributed.epochs import RayRun
-from gestalt_al.distributed.mvaal import train_mvaal_ray
+from gestalt_al.data import ImageSet, bundled_nih_path, load_dataset
 from gestalt_al.distributed.registry import ModelRegistry
-from gestalt_al.distributed.task_model import train_task_model_ray
-from gestalt_al.latents import AutoencoderConfig
-from gestalt_al.models import ModelConfig
-from gestalt_al.mvaal import MVAALConfig
-from gestalt_al.service.models import GestaltModel, SamplerModel
+from gestalt_al.distributed.retrain import RoundData, retrain_and_publish
+from gestalt_al.service.loop_config import ModelSettings
 from gestalt_al.service.pool import write_pool
 from gestalt_al.storage import open_store
-from gestalt_al.training import TrainConfig
 from services.app import APP_NAME, ServiceConfig, deploy, shutdown
 
 SHOWN = ("gestalt_node", "gestalt_edge", "gestalt_weighted_node", "vaal", "hybrid")
@@ -105,33 +99,14 @@ def _publish_models(
     labeled: np.ndarray,
     registry: ModelRegistry,
 ) -> tuple[str, str]:
-    assert data.labels is not None
-    assert validation.labels is not None
-    config = ModelConfig(
-        "resnet18", data.num_classes, "multi_label", image_size=int(data.images.shape[-1])
-    )
-    run = RayRun("demo-task-r0000", settings.storage, num_workers=2)
-    trained = train_task_model_ray(
-        config, data.images[labeled], data.labels[labeled], validation.images,
-        validation.labels, TrainConfig(max_epochs=settings.epochs, seed=settings.seed), run,
-    )  # fmt: skip
-    auc = max(r["val_macro_auc"] for r in trained.history)
-    print(f"task model (Ray Train, 2 workers): best validation macro ROC-AUC {auc:.3f}")
-    gestalt = GestaltModel.fit(
-        trained.model, config, data.images[labeled], "deep_taylor",
-        AutoencoderConfig(latent_dim=32, epochs=15, seed=settings.seed),
-    )  # fmt: skip
-    model_id = gestalt.publish(registry, 0)
     unlabeled = np.setdiff1d(np.arange(len(data)), labeled)
-    sampler_config = MVAALConfig(image_size=64, aux_channels=0, width=16, latent_dim=32)
-    sampler_run = RayRun("demo-vaal-r0000", settings.storage, num_workers=2)
-    sampler = train_mvaal_ray(
-        sampler_config, PairedImageSet(data.subset(labeled), None),
-        PairedImageSet(data.subset(unlabeled), None), settings.sampler_epochs, sampler_run,
-        settings.seed,
-    ).models  # fmt: skip
-    sampler_id = SamplerModel(sampler_config, sampler.vae, sampler.discriminator).publish(
-        registry, 0
-    )
-    print(f"published {model_id} and {sampler_id}")
-    return model_id, sampler_id
+    retrained = retrain_and_publish(
+        RoundData(data.subset(labeled), data.subset(unlabeled), validation),
+        ModelSettings(epochs=settings.epochs, sampler_epochs=settings.sampler_epochs),
+        registry, publish_round=0, runs=settings.storage, run_name="demo-r0000",
+        seed=settings.seed,
+    )  # fmt: skip
+    auc = max(r["val_macro_auc"] for r in retrained.task.history)
+    print(f"task model (Ray Train, 2 workers): best validation macro ROC-AUC {auc:.3f}")
+    print(f"published {retrained.model_id} and {retrained.sampler_id}")
+    return retrained.model_id, retrained.sampler_id

@@ -54,3 +54,36 @@ def grpc_requests() -> metrics.Counter:
         "gRPC requests by method and status code.",
         tag_keys=("method", "code"),
     )
+
+
+@cache
+def loop_round() -> metrics.Gauge:
+    return metrics.Gauge("gestalt_loop_round", "The round each AL loop is in.", tag_keys=("loop",))
+
+
+@cache
+def loop_labels_acquired() -> metrics.Counter:
+    return metrics.Counter(
+        "gestalt_loop_labels_acquired",
+        "Labels of queried samples that arrived, per loop.",
+        tag_keys=("loop",),
+    )
+
+
+@cache
+def loop_stage_seconds() -> metrics.Histogram:
+    return metrics.Histogram(
+        "gestalt_loop_stage_seconds",
+        "Time a loop round spent in a stage (waiting for labels included).",
+        boundaries=[1, 10, 30, 60, 300, 900, 3600, 14400, 86400],
+        tag_keys=("stage",),
+    )
+
+
+@cache
+def loop_macro_auc() -> metrics.Gauge:
+    return metrics.Gauge(
+        "gestalt_loop_macro_auc",
+        "Macro ROC-AUC of each loop's latest model, per split (val, test).",
+        tag_keys=("loop", "split"),
+    )

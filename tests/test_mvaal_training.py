@@ -79,6 +79,14 @@ def test_vaal_trains_without_an_auxiliary_decoder() -> None:
         train_mvaal(vaal, labeled.subset(np.arange(1)), pool, epochs=1)
 
 
+@pytest.mark.parametrize(("labeled", "unlabeled"), [(17, 33), (2, 17), (33, 2)])
+def test_batches_of_one_sample_never_reach_batch_norm(labeled: int, unlabeled: int) -> None:
+    """Pools of 16k + 1 once stopped a simulated round (batch 16, batch norm in train mode)."""
+    small_labeled, small_pool = _split(labeled, unlabeled)
+    _, history = train_mvaal(SMALL, small_labeled, small_pool, epochs=1, show_progress=False)
+    assert np.isfinite(history[0].vae_loss)
+
+
 def test_adversarial_objectives_golden() -> None:
     class Identity(torch.nn.Module):
         def forward(self, z: torch.Tensor) -> torch.Tensor:

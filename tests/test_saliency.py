@@ -25,6 +25,8 @@ BACKBONES = [
     ("densenet121", 64, 1),
     ("resnet18", 28, 3),
     ("resnet18", 64, 1),
+    ("small_cnn", 28, 1),
+    ("small_cnn", 64, 3),
 ]
 CLASSES = [0, 2, 3]
 

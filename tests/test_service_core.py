@@ -17,7 +17,7 @@ from gestalt_al.service.errors import (
     NotFoundError,
 )
 from gestalt_al.service.labels import LabelBook
-from gestalt_al.service.pool import PoolCatalog, write_pool
+from gestalt_al.service.pool import PoolCatalog, pool_images, write_pool
 from gestalt_al.service.rounds import parse_round_id, round_id_for
 from gestalt_al.service.shard_results import RoundResults, ShardScores, index_latents
 from gestalt_al.service.strategies import round_scores
@@ -76,6 +76,20 @@ def test_labels_are_idempotent_refuse_conflicts_and_survive_a_restart(tmp_path: 
     fresh = LabelBook(PoolCatalog(catalog.store))  # a restarted ingress reads the store
     assert fresh.labels("p") == {1: (1.0, 0.0, 0.0), 2: (0.0, 1.0, 1.0)}
     assert fresh.labeled_indices("p").tolist() == [1, 2]
+    # A reader in another process (the loop coordinator) follows the writer with refresh.
+    assert book.submit("p", [("s005", [0, 0, 1])]) == (1, 0)
+    assert 5 not in fresh.labels("p")
+    assert fresh.refresh("p")[5] == (0.0, 0.0, 1.0)
+
+
+def test_pool_images_come_back_in_the_asked_order(tmp_path: Path) -> None:
+    catalog, ids = _pool(tmp_path)
+    images = np.random.default_rng(0).integers(0, 255, (10, 8, 8), dtype=np.uint8)
+    wanted = np.array([9, 0, 5, 4])
+    got = pool_images(catalog.manifest("p"), catalog.ids("p"), wanted)
+    np.testing.assert_array_equal(got, images[wanted])
+    with pytest.raises(InvalidArgumentError, match=r"0\.\.9"):
+        pool_images(catalog.manifest("p"), ids, np.array([10]))
 
 
 def test_round_ids_are_stable_and_checked() -> None:

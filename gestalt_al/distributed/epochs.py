@@ -47,6 +47,8 @@ class RayRun:
     use_gpu: bool = False
     max_failures: int = 2
     worker_pid_dir: str | None = None  # each rank writes its pid here (operators, tests)
+    # None: Ray Train's default (1 CPU, none with a GPU); below 1 shares CPUs with Serve replicas
+    cpus_per_worker: float | None = None
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,13 @@ def fit(
     trainer = ray.train.torch.TorchTrainer(
         loop,
         train_loop_config=loop_config | {"run": run},
-        scaling_config=ray.train.ScalingConfig(num_workers=run.num_workers, use_gpu=run.use_gpu),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=run.num_workers,
+            use_gpu=run.use_gpu,
+            resources_per_worker=(
+                None if run.cpus_per_worker is None else {"CPU": run.cpus_per_worker}
+            ),
+        ),
         run_config=ray.train.RunConfig(
             name=run.name,
             storage_path=storage_path,

@@ -1,4 +1,4 @@
-"""Task models (DenseNet-121, ResNet-18), their safe weight files and LRP-ready canonical form."""
+"""Task models (DenseNet-121, ResNet-18, a small CNN) and their safe weight files."""
 
 from gestalt_al.models.backbones import build_model, probabilities, task_loss
 from gestalt_al.models.config import ARCHS, TASKS, ModelConfig

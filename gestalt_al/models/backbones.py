@@ -1,4 +1,5 @@
-"""Task models: torchvision DenseNet-121 / ResNet-18 with a stem fitted to the input size."""
+"""Task models: torchvision DenseNet-121 / ResNet-18 with a stem fitted to the input size, or
+the small CNN that simulations retrain many times."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ from torch import nn
 from torchvision.models import densenet121, resnet18
 
 from gestalt_al.models.config import ModelConfig
+from gestalt_al.models.small_cnn import SmallCNN
 
 
 def build_model(config: ModelConfig) -> nn.Module:
     """A randomly initialised backbone with K logits (no sigmoid/softmax: losses take logits)."""
+    if config.arch == "small_cnn":
+        return SmallCNN(config.in_channels, config.num_classes)
     if config.arch == "densenet121":
         dense = densenet121(weights=None, num_classes=config.num_classes)
         dense.features.conv0 = _stem_conv(config, out_channels=64)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-Arch = Literal["densenet121", "resnet18"]
+Arch = Literal["densenet121", "resnet18", "small_cnn"]
 Task = Literal["multi_label", "multi_class"]
-ARCHS: tuple[Arch, ...] = ("densenet121", "resnet18")
+ARCHS: tuple[Arch, ...] = ("densenet121", "resnet18", "small_cnn")
 TASKS: tuple[Task, ...] = ("multi_label", "multi_class")
 MIN_IMAGE_SIZE = 28
 MAX_IMAGE_SIZE = 320

@@ -120,7 +120,9 @@ def train_mvaal_epoch(
     unlabeled_order = torch.randperm(len(unlabeled), generator=generator)
     labeled_order = torch.randperm(len(labeled), generator=generator)
     totals: dict[str, float] = {}
-    iterations = math.ceil(len(unlabeled) / batch)
+    # A last batch of one sample would stop batch norm (training needs two values per
+    # channel): that sample waits for another epoch's shuffle instead.
+    iterations = len(unlabeled) // batch + (len(unlabeled) % batch > 1)
     for step in range(iterations):
         unlabeled_batch = unlabeled.take(unlabeled_order[step * batch : (step + 1) * batch])
         start = (step * batch) % len(labeled)

@@ -18,6 +18,7 @@ from torchvision.models import DenseNet, ResNet
 from torchvision.models.densenet import _DenseBlock, _DenseLayer, _Transition
 from torchvision.models.resnet import BasicBlock
 
+from gestalt_al.models.small_cnn import SmallCNN
 from gestalt_al.saliency.rules import Add, add_epsilon, propagate_leaf
 
 Pair = tuple[torch.Tensor, torch.Tensor]
@@ -126,14 +127,18 @@ class CanonicalNet(Relevant):
 
 
 def canonize(model: nn.Module) -> CanonicalNet:
-    """The LRP-ready, eval-mode, frozen equivalent of a trained DenseNet or ResNet."""
+    """The LRP-ready, eval-mode, frozen equivalent of a trained DenseNet, ResNet or small CNN."""
     source = copy.deepcopy(model).eval()
     if isinstance(source, DenseNet):
         net = _canonize_densenet(source)
     elif isinstance(source, ResNet):
         net = _canonize_resnet(source)
+    elif isinstance(source, SmallCNN):
+        net = _canonize_small_cnn(source)
     else:
-        raise TypeError(f"cannot canonize {type(model).__name__}: DenseNet or ResNet expected")
+        raise TypeError(
+            f"cannot canonize {type(model).__name__}: DenseNet, ResNet or SmallCNN expected"
+        )
     return net.eval().requires_grad_(False)
 
 
@@ -212,3 +217,18 @@ def _canonize_resnet(model: ResNet) -> CanonicalNet:
                 shortcut = fold_batch_norm(conv, norm)
             layers.append(ResidualBlock(branch, shortcut))
     return CanonicalNet(Chain(*layers), Head(model.fc))
+
+
+def _canonize_small_cnn(model: SmallCNN) -> CanonicalNet:
+    """Each conv with its batch norm folded in; dropout is the identity in eval mode."""
+    parts = list(model.features)
+    layers: list[nn.Module] = []
+    for previous, part in zip([None, *parts], parts, strict=False):
+        if isinstance(part, nn.BatchNorm2d):
+            assert isinstance(previous, nn.Conv2d)
+            layers[-1] = fold_batch_norm(previous, part)
+        elif isinstance(part, nn.ReLU):
+            layers.append(nn.ReLU())
+        elif not isinstance(part, nn.Dropout):
+            layers.append(part)
+    return CanonicalNet(Chain(*layers), Head(model.classifier))

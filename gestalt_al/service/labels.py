@@ -30,17 +30,30 @@ class LabelBook:
         self.catalog = catalog
         self.store = catalog.store
         self._labels: dict[str, dict[int, Labels]] = {}
+        self._seen: dict[str, set[str]] = {}  # submission keys already merged
         self._lock = threading.Lock()
 
     def labels(self, pool_id: str) -> dict[int, Labels]:
         """Pool index -> labels, read from the store on first use."""
         if pool_id not in self._labels:
             merged: dict[int, Labels] = {}
-            for key in sorted(self.store.list(self._prefix(pool_id))):
-                record = json.loads(self.store.get(key))
-                merged.update({int(i): tuple(v) for i, v in record["labels"].items()})
-            self._labels[pool_id] = merged
+            seen: set[str] = set()
+            self._merge_new(pool_id, merged, seen)
+            self._labels[pool_id], self._seen[pool_id] = merged, seen
         return self._labels[pool_id]
+
+    def refresh(self, pool_id: str) -> dict[int, Labels]:
+        """Also read the submissions stored since this book last looked: how a process other
+        than the writer (the loop coordinator) follows the labels."""
+        current = self.labels(pool_id)
+        self._merge_new(pool_id, current, self._seen[pool_id])
+        return current
+
+    def _merge_new(self, pool_id: str, merged: dict[int, Labels], seen: set[str]) -> None:
+        for key in sorted(set(self.store.list(self._prefix(pool_id))) - seen):
+            record = json.loads(self.store.get(key))
+            merged.update({int(i): tuple(v) for i, v in record["labels"].items()})
+            seen.add(key)
 
     def labeled_indices(self, pool_id: str) -> np.ndarray:
         return np.array(sorted(self.labels(pool_id)), dtype=np.int64)
@@ -68,13 +81,14 @@ class LabelBook:
             _refuse_conflicts(new, current, self.catalog.ids(pool_id))
             fresh = {i: v for i, v in new.items() if i not in current}
             if fresh:
-                self._write(pool_id, fresh, round_id, submitter)
+                key = self._write(pool_id, fresh, round_id, submitter)
                 current.update(fresh)
+                self._seen[pool_id].add(key)
         return len(fresh), len(new) - len(fresh)
 
     def _write(
         self, pool_id: str, fresh: Mapping[int, Labels], round_id: str, submitter: str
-    ) -> None:
+    ) -> str:
         record = {
             "round_id": round_id,
             "submitter": submitter,
@@ -83,7 +97,9 @@ class LabelBook:
         }
         data = json.dumps(record).encode()
         name = f"{time.time_ns():020d}-{hashlib.sha256(data).hexdigest()[:12]}.json"
-        self.store.put(join_key(self._prefix(pool_id), name), data)
+        key = join_key(self._prefix(pool_id), name)
+        self.store.put(key, data)
+        return key
 
     @staticmethod
     def _prefix(pool_id: str) -> str:

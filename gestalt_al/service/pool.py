@@ -138,6 +138,15 @@ def read_shard(data: bytes, source: str) -> PoolShard:
     return PoolShard(ids.astype(str), images, names)
 
 
+def check_shard_ids(shard: PoolShard, registered: np.ndarray, source: str) -> None:
+    """A shard must still hold the samples it held when its pool was registered."""
+    if not np.array_equal(shard.ids, registered):
+        raise InvalidArgumentError(
+            f"{source}: its sample ids differ from when the pool was registered; register "
+            "the changed data as a new pool"
+        )
+
+
 class PoolCatalog:
     """Registered pools: manifests and id tables in the service's store, cached in memory."""
 
@@ -222,3 +231,27 @@ class PoolCatalog:
     @staticmethod
     def _key(pool_id: str, name: str) -> str:
         return join_key("pools", pool_id, name)
+
+
+def pool_images(manifest: PoolManifest, ids: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """The stored images at pool ``indices``, in that order, reading only the shards that hold
+    them; ``ids`` (all of the pool's, as registered) guard against shards changed since."""
+    if len(indices) and not 0 <= int(np.min(indices)) <= int(np.max(indices)) < len(ids):
+        raise InvalidArgumentError(f"pool indices must lie in 0..{len(ids) - 1}")
+    source = open_store(manifest.uri)
+    starts = np.array([s.start for s in manifest.shards])
+    owner = np.searchsorted(starts, indices, side="right") - 1
+    parts: list[tuple[np.ndarray, np.ndarray]] = []
+    for number in np.unique(owner):
+        shard_info = manifest.shards[int(number)]
+        uri = manifest.shard_uri(shard_info)
+        shard = read_shard(source.get(shard_info.key), uri)
+        check_shard_ids(shard, ids[shard_info.start : shard_info.start + shard_info.count], uri)
+        rows = np.flatnonzero(owner == number)
+        parts.append((rows, shard.images[indices[rows] - shard_info.start]))
+    if not parts:
+        return np.empty((0, *manifest.image_shape), dtype=np.uint8)
+    images = np.empty((len(indices), *parts[0][1].shape[1:]), dtype=parts[0][1].dtype)
+    for rows, chosen in parts:
+        images[rows] = chosen
+    return images

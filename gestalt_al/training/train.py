@@ -132,9 +132,13 @@ def train_task_model(
     history: list[EpochRecord] = []
     best_state: StateDict = _copy_state(model)
     best_record: EpochRecord | None = None
-    with tqdm(
-        range(1, settings.max_epochs + 1), desc="train", unit="epoch", disable=not show_progress
-    ) as bar:
+    with (
+        torch.random.fork_rng(devices=[]),  # dropout draws from the global generator
+        tqdm(
+            range(1, settings.max_epochs + 1), desc="train", unit="epoch", disable=not show_progress
+        ) as bar,
+    ):
+        torch.manual_seed(settings.seed)
         for epoch in bar:
             start = time.perf_counter()
             loss = train_one_epoch(model, optimizer, train_x, train_y, config, settings, generator)
