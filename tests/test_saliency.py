@@ -130,8 +130,8 @@ def test_bad_requests_are_refused(
         class_saliency(canonize(model), images, **kwargs)  # type: ignore[arg-type]
 
 
-def test_only_densenet_and_resnet_can_be_canonized() -> None:
-    with pytest.raises(TypeError, match="DenseNet or ResNet"):
+def test_only_the_supported_backbones_can_be_canonized() -> None:
+    with pytest.raises(TypeError, match="DenseNet, ResNet or SmallCNN expected"):
         canonize(nn.Sequential(nn.Conv2d(1, 2, 3)))
 
 
