@@ -3,6 +3,7 @@ ablations, and the one contract (scores -> top-b selection)."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -99,6 +100,20 @@ def test_inverted_gestalt_is_the_negated_ranking() -> None:
     top = query(GestaltStrategy("weighted_node"), context, 5)
     bottom = query(GestaltStrategy("weighted_node", inverted=True), context, 5)
     assert set(top.indices).isdisjoint(bottom.indices)
+
+
+def test_weighted_node_without_a_prior_is_node() -> None:
+    """A model whose class maps do not vary over the labeled set leaves Eqs. 6-8 undefined
+    (this stopped an NIH simulation round): Weighted-Node then ranks like Node."""
+    context = _context()
+    flat = dataclasses.replace(context.labeled, images=np.zeros_like(context.labeled.images))
+    dead = dataclasses.replace(context, labeled=flat)
+    weighted = GestaltStrategy("weighted_node", features="image").scores(dead)
+    assert np.array_equal(weighted, GestaltStrategy("node", features="image").scores(dead))
+    assert not np.array_equal(
+        GestaltStrategy("weighted_node", features="image").scores(context),
+        GestaltStrategy("node", features="image").scores(context),
+    )
 
 
 def test_image_feature_nodes_are_class_weighted_pooled_features() -> None:

@@ -18,8 +18,9 @@ import torch
 
 from gestalt_al.latents import AutoencoderConfig, SaliencyLatentEncoder
 from gestalt_al.models import as_model_input
-from gestalt_al.ranking import gestalt_scores
+from gestalt_al.ranking import NodeWeightPrior, edge_weights, gestalt_scores, node_weights
 from gestalt_al.ranking.gestalt import Variant
+from gestalt_al.ranking.prior import MIN_STD
 from gestalt_al.saliency import CanonicalNet, Method, canonize
 from gestalt_al.strategies.context import QueryContext
 
@@ -69,5 +70,15 @@ class GestaltStrategy:
             )
             labeled = encoder.encode(maps)
             pool = encoder.latents(pool_images, progress=False)
-        scores = gestalt_scores(pool, self.variant, labeled)
+        scores = gestalt_scores(pool, _defined_variant(self.variant, labeled), labeled)
         return -scores if self.inverted else scores
+
+
+def _defined_variant(variant: Variant, labeled: np.ndarray) -> Variant:
+    """Weighted-Node's alphas (Eqs. 6-8) divide by each class's node-weight spread over the
+    labeled set; a model whose maps of some class are all alike (e.g. all zero early on) makes
+    that spread 0, and with no prior to weight by, Weighted-Node is Node."""
+    if variant != "weighted_node":
+        return variant
+    prior = NodeWeightPrior.from_node_weights(node_weights(edge_weights(labeled)))
+    return variant if bool((prior.std >= MIN_STD).all()) else "node"
