@@ -66,17 +66,9 @@ def _parser() -> argparse.ArgumentParser:
         "(bundled NIH sample)",
     )
     service.add_argument("--data", type=Path, default=None, help=".npz archive (NIH layout)")
-    service.add_argument("--images-key", default="images_64")
-    service.add_argument("--storage", default=None,
-                         help="service store: a folder or s3://bucket/prefix (default: a new "
-                         "temporary folder)")  # fmt: skip
-    service.add_argument("--initial-labeled", type=int, default=100)
     service.add_argument("--budget", type=int, default=10, help="queries per strategy (b)")
-    service.add_argument("--epochs", type=int, default=6, help="task model epochs")
     service.add_argument("--sampler-epochs", type=int, default=6, help="VAAL epochs")
-    service.add_argument("--grpc-port", type=int, default=50051)
-    service.add_argument("--http-port", type=int, default=8000)
-    service.add_argument("--seed", type=int, default=0)
+    _add_service_arguments(service)
     service.set_defaults(run=_service_demo)
 
     demo = commands.add_parser(
@@ -167,15 +159,10 @@ def _parser() -> argparse.ArgumentParser:
         help="continuous AL rounds through the service, the data set's labels as oracle "
         "(bundled NIH sample)",
     )
-    loop.add_argument("--storage", default=None,
-                      help="service store: a folder or s3://bucket/prefix (default: a new "
-                      "temporary folder)")  # fmt: skip
     loop.add_argument("--strategy", default="gestalt_node")
     loop.add_argument("--budget", type=int, default=20)
-    loop.add_argument("--initial-labeled", type=int, default=100)
     loop.add_argument("--max-rounds", type=int, default=3)
     loop.add_argument("--max-labels", type=int, default=0)
-    loop.add_argument("--epochs", type=int, default=6)
     loop.add_argument("--sampler-epochs", type=int, default=0, help="VAAL epochs (vaal, hybrid)")
     loop.add_argument("--saliency", choices=METHODS, default="deep_taylor")
     loop.add_argument("--workers", type=int, default=2)
@@ -183,10 +170,7 @@ def _parser() -> argparse.ArgumentParser:
     loop.add_argument("--image-size", type=int, default=0)
     loop.add_argument("--pool-size", type=int, default=0, help="first N training images (0: all)")
     loop.add_argument("--shard-size", type=int, default=128)
-    loop.add_argument("--images-key", default="images_64")
-    loop.add_argument("--grpc-port", type=int, default=50051)
-    loop.add_argument("--http-port", type=int, default=8000)
-    loop.add_argument("--seed", type=int, default=0)
+    _add_service_arguments(loop)
     loop.set_defaults(run=_loop)
 
     simulate = commands.add_parser(
@@ -206,6 +190,19 @@ def _parser() -> argparse.ArgumentParser:
                           help="runs (resumable), curves and results.json")  # fmt: skip
     simulate.set_defaults(run=_simulate)
     return parser
+
+
+def _add_service_arguments(parser: argparse.ArgumentParser) -> None:
+    """What every command that runs the service locally shares."""
+    parser.add_argument("--images-key", default="images_64")
+    parser.add_argument("--storage", default=None,
+                        help="service store: a folder or s3://bucket/prefix (default: a new "
+                        "temporary folder)")  # fmt: skip
+    parser.add_argument("--initial-labeled", type=int, default=100)
+    parser.add_argument("--epochs", type=int, default=6, help="task model epochs")
+    parser.add_argument("--grpc-port", type=int, default=50051)
+    parser.add_argument("--http-port", type=int, default=8000)
+    parser.add_argument("--seed", type=int, default=0)
 
 
 def _add_ray_arguments(parser: argparse.ArgumentParser, default_workers: int | None) -> None:

@@ -90,9 +90,14 @@ def run_grid(
     grid: GridSettings, datasets: tuple[str, ...], strategies: tuple[str, ...] = STRATEGY_NAMES
 ) -> int:
     """Runs every missing (data set, strategy, seed) and returns how many ran."""
-    for name in (*datasets, *strategies):
-        if name not in PROTOCOLS and name not in STRATEGY_NAMES:
-            raise ValueError(f"unknown data set or strategy {name!r}")
+    for dataset in datasets:
+        if dataset not in PROTOCOLS:
+            raise ValueError(f"unknown data set {dataset!r}; choose from {', '.join(PROTOCOLS)}")
+    for strategy in strategies:
+        if strategy not in STRATEGY_NAMES:
+            raise ValueError(
+                f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGY_NAMES)}"
+            )
     todo = [
         (d, s, seed)
         for d in datasets

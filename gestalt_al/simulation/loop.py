@@ -82,8 +82,11 @@ def simulate(
         trained_on = len(labeled)
         chosen = np.zeros(0, dtype=np.int64)
         if round_index < settings.rounds:
-            context = _context(data, trained.model, config, labeled, seed * 1000 + round_index)
-            chosen = context_pool(data, labeled)[query(strategy, context, settings.budget).indices]
+            pool = np.setdiff1d(np.arange(len(data.train)), labeled)
+            context = _context(
+                data, trained.model, config, labeled, pool, seed * 1000 + round_index
+            )
+            chosen = pool[query(strategy, context, settings.budget).indices]
             labeled = np.sort(np.concatenate([labeled, chosen]))
         scalars = {k: float(v) for k, v in test.as_dict().items() if isinstance(v, int | float)}
         curve.append(CurvePoint(trained_on, scalars, float(trained.best_metrics.macro_auc),
@@ -92,15 +95,14 @@ def simulate(
     return curve
 
 
-def context_pool(data: SimulationData, labeled: np.ndarray) -> np.ndarray:
-    """Indices of the samples the oracle has not labeled yet."""
-    return np.setdiff1d(np.arange(len(data.train)), labeled)
-
-
 def _context(
-    data: SimulationData, model: nn.Module, config: ModelConfig, labeled: np.ndarray, seed: int
+    data: SimulationData,
+    model: nn.Module,
+    config: ModelConfig,
+    labeled: np.ndarray,
+    pool: np.ndarray,
+    seed: int,
 ) -> QueryContext:
-    pool = context_pool(data, labeled)
     aux = data.train_aux
     return QueryContext(
         model, config, data.train.subset(labeled), data.train.subset(pool), seed,
