@@ -20,7 +20,35 @@ settings.load_profile("ci")
 
 @dataclass(frozen=True)
 class RayCluster:
-    metrics_url: str  # Ray's Prometheus export of this node's metrics
+    metrics_port: int
+
+    @property
+    def metrics_url(self) -> str:
+        """Ray's Prometheus export of this node's metrics."""
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    def start(self) -> None:
+        import ray
+
+        ray.init(
+            num_cpus=2, include_dashboard=False, log_to_driver=False,
+            _metrics_export_port=self.metrics_port,
+        )  # fmt: skip
+
+    def restart(self) -> None:
+        """Stop every process of the cluster (detached actors, Serve, GCS: nothing survives,
+        as in a restart of a whole cluster) and start an empty one with the same settings."""
+        import ray
+
+        ray.shutdown()
+        try:
+            self.start()
+        except RuntimeError:
+            # Seen twice in four runs on 2 loaded CPUs: right after a shutdown the new GCS
+            # never writes its port file ("Timed out waiting for file ...gcs_server_port"),
+            # while the next attempt starts normally.
+            ray.shutdown()
+            self.start()
 
 
 @pytest.fixture(scope="session")
@@ -31,9 +59,9 @@ def ray_cluster() -> Iterator[RayCluster]:
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
 
-    port = free_port()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _metrics_export_port=port)
-    yield RayCluster(f"http://127.0.0.1:{port}/metrics")
+    cluster = RayCluster(free_port())
+    cluster.start()
+    yield cluster
     ray.shutdown()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,6 +22,9 @@ from gestalt_al.storage.store import LocalStore
 from gestalt_al.training import TrainConfig, train_task_model
 from tests.servers import free_port
 
+if TYPE_CHECKING:
+    from services.app import ServiceConfig
+
 POOL_SIZE, SHARD_SIZE, LABELED = 128, 16, 24
 
 
@@ -34,6 +38,14 @@ class ServiceEnv:
     model_id: str
     sampler_id: str
     grpc_target: str
+    config: ServiceConfig
+
+    def redeploy(self) -> None:
+        """Deploy the service again with the same storage and ports, as an operator does after
+        a cluster restart."""
+        from services.app import deploy
+
+        deploy(self.config)
 
 
 def start_service(root: Path) -> ServiceEnv:
@@ -58,8 +70,9 @@ def start_service(root: Path) -> ServiceEnv:
     untrained = MVAALModels.create(sampler_config)  # scores only need to be deterministic
     sampler = SamplerModel(sampler_config, untrained.vae, untrained.discriminator)
     port = free_port()
-    deploy(ServiceConfig(str(root / "service"), grpc_port=port, http_port=free_port(),
-                         latent_max_replicas=2, cpus_per_replica=0.5))  # fmt: skip
+    service_config = ServiceConfig(str(root / "service"), grpc_port=port, http_port=free_port(),
+                                   latent_max_replicas=2, cpus_per_replica=0.5)  # fmt: skip
+    deploy(service_config)
     return ServiceEnv(
         client=ServiceClient(f"127.0.0.1:{port}"),
         storage=root / "service",
@@ -69,4 +82,5 @@ def start_service(root: Path) -> ServiceEnv:
         model_id=gestalt.publish(registry, 0),
         sampler_id=sampler.publish(registry, 0),
         grpc_target=f"127.0.0.1:{port}",
+        config=service_config,
     )

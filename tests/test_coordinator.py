@@ -1,6 +1,7 @@
 """Continuous AL loops end to end through the real gRPC port: StartLoop -> the coordinator
 actor -> Ray Train retraining -> the ranking actor and Serve scorers -> query lists -> labels
-from the oracle or from SubmitLabels -> next round; and a coordinator killed mid-loop."""
+from the oracle or from SubmitLabels -> next round; a coordinator killed mid-loop and a whole
+cluster restarted while a loop waits for labels."""
 
 from __future__ import annotations
 
@@ -150,7 +151,9 @@ def test_an_oracle_loop_survives_a_coordinator_kill_without_losing_or_repeating_
     assert "ray_gestalt_loop_stage_seconds" in text
 
 
-def test_an_external_loop_waits_for_labels_submitted_over_grpc(service: ServiceEnv) -> None:
+def test_an_external_loop_waits_for_labels_and_survives_a_whole_cluster_restart(
+    service: ServiceEnv, ray_cluster: RayCluster
+) -> None:
     c, pool_id = service.client, "loop-external"
     c.register_pool(pool_id, service.pool_uri)
     config: dict[str, Any] = {
@@ -194,13 +197,30 @@ def test_an_external_loop_waits_for_labels_submitted_over_grpc(service: ServiceE
     c.submit_labels(pool_id, _truth(service, asked[:3]), round_id=round_id)
     half = _until(service, loop_id, lambda s: s.rounds[0].num_query_labeled == 3)
     assert half.stage == pb.LOOP_STAGE_AWAITING_LABELS
-    c.submit_labels(pool_id, _truth(service, asked[3:]), round_id=round_id)
+
+    # The whole cluster goes down (coordinator, ranking actor, replicas, gRPC proxy, GCS) and
+    # the operator deploys again: the new coordinator picks the loop up from the store, with
+    # the same query and the 3 labels that had arrived.
+    ray_cluster.restart()
+    service.redeploy()
+    resumed = _until(service, loop_id, lambda s: s.rounds[0].num_query_labeled == 3)
+    assert (resumed.state, resumed.stage) == (pb.LOOP_STATE_RUNNING, half.stage)
+    assert list(resumed.query_ids) == asked
+    flipped = [(s, [1.0 - v for v in values]) for s, values in _truth(service, asked[:1])]
+    with pytest.raises(grpc.RpcError) as conflict:
+        c.submit_labels(pool_id, flipped, round_id=round_id)
+    assert conflict.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    response = c.submit_labels(pool_id, _truth(service, asked), round_id=round_id)
+    assert (response.accepted, response.unchanged) == (3, 3)
 
     finished = c.wait_loop(loop_id, timeout=600, progress=False)
     assert finished.state == pb.LOOP_STATE_FINISHED, finished.message
     assert [(r.num_labeled, r.final) for r in finished.rounds] == [(12, False), (18, True)]
     assert finished.rounds[1].sampler_model_id == ""  # the last round ranks nothing
     assert finished.rounds[1].HasField("val_macro_auc")
+    counts = Counter(int(i) for labels in _stored_labels(service, pool_id) for i in labels)
+    assert len(counts) == 18
+    assert set(counts.values()) == {1}, "a label was stored twice"
     # StartLoop is idempotent; another config under the same id is refused.
     again = c.start_loop(pool_id, DATA, model=model, **config)
     assert (again.loop_id, again.state) == (loop_id, pb.LOOP_STATE_FINISHED)
