@@ -121,6 +121,24 @@ def test_checkpoints_and_models_go_to_the_bucket_and_a_rerun_resumes(
     )
 
 
+def test_a_resumed_run_draws_the_dropout_masks_of_an_uninterrupted_one(
+    ray_cluster: RayCluster, tmp_path: Path
+) -> None:
+    config = ModelConfig("small_cnn", 14, image_size=28)  # dropout after every block
+    data, settings = _nih(24), TrainConfig(max_epochs=2, patience=10, batch_size=12)
+    whole = train_task_model_ray(config, *data, settings, RayRun("whole", str(tmp_path)))
+    split = RayRun("split", str(tmp_path))
+    train_task_model_ray(config, *data, TrainConfig(max_epochs=1, batch_size=12), split)
+    resumed = train_task_model_ray(config, *data, settings, split)  # epoch 2 in a new worker
+    assert resumed.restarts == 1
+    measured = [
+        [(r["train_loss"], r["val_macro_auc"]) for r in run.history] for run in (resumed, whole)
+    ]
+    assert measured[0] == measured[1]
+    for name, tensor in whole.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[name], tensor, rtol=0, atol=0)
+
+
 def test_storage_locations_are_validated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     path, filesystem = checkpoint_storage(str(tmp_path / "new" / "folder"))
     assert filesystem is None

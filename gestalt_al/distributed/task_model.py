@@ -47,10 +47,11 @@ class TaskProgram:
         self.best_state = _copy(self.module)
 
     def run_epoch(self, epoch: int) -> dict[str, float]:
-        # Seeded by epoch and rank, so a resumed run draws what the interrupted one would have.
-        generator = torch.Generator().manual_seed(
-            self.settings.seed * 1_000_003 + epoch * self.world + self.rank
-        )
+        # Seeded by epoch and rank, so a resumed run draws what the interrupted one would have:
+        # the generator for batches and augmentation, the worker's global one for dropout.
+        seed = self.settings.seed * 1_000_003 + epoch * self.world + self.rank
+        torch.manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)
         start = time.perf_counter()
         loss = train_one_epoch(
             self.model, self.optimizer, self.train_x, self.train_y, self.config, self.settings,
