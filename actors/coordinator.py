@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import ray
 
 from actors.detached import detached_actor
 from actors.loop_runner import LoopRunner, ModelRounds
+from actors.ranking import RoundUnavailableError
 from gestalt_al.distributed.registry import ModelRegistry
 from gestalt_al.service.errors import AlreadyExistsError, ServiceError, root_cause
 from gestalt_al.service.loop_config import LoopConfig
 from gestalt_al.service.loops import LoopBook, LoopRecord
 from gestalt_al.storage import StoreUnavailableError, open_store
+from services import metrics
 
 COORDINATOR_NAME = "gestalt-loop-coordinator"
 logger = logging.getLogger(__name__)
@@ -92,6 +95,8 @@ class LoopCoordinator:
         """A failed loop keeps its rounds; StartLoop with the same config resumes it."""
         cause = root_cause(exc)
         if isinstance(cause, StoreUnavailableError):
+            if not isinstance(cause, RoundUnavailableError):  # the ranking actor saw that one
+                metrics.store_unavailable().set(time.time(), {"component": "loops"})
             message, unavailable = f"object store unavailable: {cause}", True
         elif isinstance(cause, ServiceError | ValueError):
             message, unavailable = str(cause), False

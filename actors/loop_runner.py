@@ -22,7 +22,7 @@ import numpy as np
 import ray
 from ray import serve
 
-from actors.ranking import ranking_actor
+from actors.ranking import RoundUnavailableError, ranking_actor
 from gestalt_al.data import ImageSet
 from gestalt_al.distributed.registry import ModelRegistry
 from gestalt_al.distributed.retrain import Retrained, RoundData, retrain_and_publish
@@ -35,7 +35,7 @@ from gestalt_al.service.pool import PoolCatalog, pool_images
 from gestalt_al.service.query_lists import QueryRow, image_key, write_query_list
 from gestalt_al.service.reference_data import Oracle, load_reference, training_labels
 from gestalt_al.service.rounds import RoundBook, RoundRecord, round_id_for
-from gestalt_al.storage import StoreUnavailableError, open_store
+from gestalt_al.storage import open_store
 from gestalt_al.training import evaluate
 from services import metrics
 
@@ -143,8 +143,13 @@ class LoopRunner:
             ("awaiting_labels", self._await_labels),
         ):
             if state.stage == stage:
+                tags = {"loop": self.loop_id, "stage": stage}
+                metrics.loop_stage_started().set(time.time(), tags)
                 started = time.perf_counter()
-                state = step(state)
+                try:
+                    state = step(state)
+                finally:  # a loop that failed is not stuck
+                    metrics.loop_stage_started().set(0, tags)
                 seconds = time.perf_counter() - started
                 metrics.loop_stage_seconds().observe(seconds, {"stage": stage})
                 spent = {**state.seconds, stage: state.seconds.get(stage, 0.0) + seconds}
@@ -243,7 +248,7 @@ class LoopRunner:
             time.sleep(1)
             record = ray.get(self.ranking.status.remote(round_id))
         if record.state == "failed":
-            failure = StoreUnavailableError if record.unavailable else FailedPreconditionError
+            failure = RoundUnavailableError if record.unavailable else FailedPreconditionError
             raise failure(f"ranking round {round_id} failed: {record.message}")
         queries = self._select(state, record)
         self._export(queries, state.round, self.config.strategy, round_id)

@@ -31,6 +31,11 @@ ACTOR_NAME = "gestalt-ranking"
 logger = logging.getLogger(__name__)
 
 
+class RoundUnavailableError(StoreUnavailableError):
+    """A round that failed as unavailable (storage or Ray unreachable), reported again later:
+    UNAVAILABLE to a client, but no new store failure for the metrics."""
+
+
 class RankingActor:
     def __init__(self, storage: str, app_name: str) -> None:
         self.storage = storage
@@ -91,6 +96,7 @@ class RankingActor:
         try:
             self._score_and_rank(record)
         except StoreUnavailableError as exc:
+            metrics.store_unavailable().set(time.time(), {"component": "ranking"})
             self._fail(record.round_id, f"object store unavailable: {exc}", unavailable=True)
         except (ServiceError, ValueError) as exc:
             self._fail(record.round_id, str(exc), unavailable=False)
@@ -100,6 +106,8 @@ class RankingActor:
                 self._fail(record.round_id, str(cause), unavailable=False)
             else:
                 logger.exception("round %s failed", record.round_id)
+                if isinstance(cause, StoreUnavailableError):  # in a Ray Data task
+                    metrics.store_unavailable().set(time.time(), {"component": "ranking"})
                 message = f"scoring failed ({type(cause).__name__}: {cause}); StartRound again"
                 self._fail(record.round_id, message, unavailable=True)
         finally:

@@ -8,6 +8,7 @@ takes the replica down.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
@@ -23,7 +24,7 @@ from ray.serve.grpc_util import RayServegRPCContext
 
 from actors.coordinator import coordinator_actor
 from actors.loop_runner import INGRESS
-from actors.ranking import ranking_actor
+from actors.ranking import RoundUnavailableError, ranking_actor
 from gestalt_al.distributed.registry import ModelRegistry
 from gestalt_al.ranking import select_top
 from gestalt_al.service.errors import (
@@ -72,6 +73,15 @@ def _status(error: BaseException) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}): {exc}"
 
 
+def _count_error(method: str, code: grpc.StatusCode, error: BaseException) -> None:
+    """Count a failed request; a store that could not be reached also stamps its time (the
+    storage alert), unless the error only repeats a round's earlier failure."""
+    metrics.grpc_requests().inc(1, {"method": method, "code": code.name})
+    cause = root_cause(error)
+    if isinstance(cause, StoreUnavailableError) and not isinstance(cause, RoundUnavailableError):
+        metrics.store_unavailable().set(time.time(), {"component": "ingress"})
+
+
 def _unary(
     empty: Callable[[], Response],
 ) -> Callable[[Callable[[Any, Any], Response]], Callable[..., Any]]:
@@ -85,7 +95,7 @@ def _unary(
                 code, message = _status(exc)
                 grpc_context.set_code(code)
                 grpc_context.set_details(message)
-                metrics.grpc_requests().inc(1, {"method": handler.__name__, "code": code.name})
+                _count_error(handler.__name__, code, exc)
                 return empty()
             metrics.grpc_requests().inc(1, {"method": handler.__name__, "code": "OK"})
             return response
@@ -240,7 +250,7 @@ class ActiveLearningAPI:
             code, message = _status(exc)
             grpc_context.set_code(code)
             grpc_context.set_details(message)
-            metrics.grpc_requests().inc(1, {"method": "StreamSelection", "code": code.name})
+            _count_error("StreamSelection", code, exc)
             # A stream that yields nothing ends OK; Serve sends the code set above only when
             # the method raises after setting it.
             raise
@@ -286,7 +296,7 @@ class ActiveLearningAPI:
         record = self._record(round_id)
         if record.state == "failed":
             if record.unavailable:
-                raise StoreUnavailableError(f"round {round_id} failed: {record.message}")
+                raise RoundUnavailableError(f"round {round_id} failed: {record.message}")
             raise FailedPreconditionError(f"round {round_id} failed: {record.message}")
         if record.state != "done":
             raise FailedPreconditionError(

@@ -1,21 +1,32 @@
-"""Start the service on a Ray cluster: Serve with gRPC ingress, the application, the actor."""
+"""Start the service on a Ray cluster: Serve with gRPC ingress, the application, the actor.
+
+The application is assembled in one place, ``app_builder``: Serve's config file
+(``deploy/serve_config.yaml``, ``import_path: services.app:app_builder``, used by
+``serve run``/``serve deploy`` and KubeRay's RayService) calls it with the config's ``args``,
+and ``deploy`` calls it with the same arguments taken from a ``ServiceConfig``."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import ray
 from ray import serve
+from ray.serve import Application
 from ray.serve.config import HTTPOptions, gRPCOptions
 
 from actors.coordinator import COORDINATOR_NAME
 from actors.ranking import ACTOR_NAME
+from gestalt_al.storage.location import parse_location
 from services.api import ActiveLearningAPI
 from services.discriminator_scores import DiscriminatorScores
 from services.saliency_latents import SaliencyLatents
 
 APP_NAME = "gestalt"
+ROUTE_PREFIX = f"/{APP_NAME}"
 NAMESPACE = "gestalt-al"
 SERVICERS = [
     "gestalt_al.v1.active_learning_pb2_grpc.add_ActiveLearningServicer_to_server",
@@ -35,20 +46,28 @@ class ServiceConfig:
     gpus_per_replica: float = 0.0
 
 
-def deploy(config: ServiceConfig) -> None:
-    """Start Serve's proxies (gRPC with reflection) and run the application; blocks until the
-    deployments are healthy. The ranking actor and the loop coordinator are created by the
-    ingress on first start."""
-    serve.start(
-        http_options=HTTPOptions(host="127.0.0.1", port=config.http_port),
-        grpc_options=gRPCOptions(
-            port=config.grpc_port, grpc_servicer_functions=SERVICERS, enable_reflection=True
-        ),
-    )
+# Serve's proxies are started once per cluster, before any application: their ports are
+# `grpc_options` / `http_options` of a Serve config, never an application's args.
+_PROXY_FIELDS = {"grpc_port": "grpc_options.port", "http_port": "http_options.port"}
+# The builder's args: every other ServiceConfig field.
+APP_ARGS = tuple(f.name for f in dataclasses.fields(ServiceConfig) if f.name not in _PROXY_FIELDS)
+
+
+def app_builder(args: dict[str, Any]) -> Application:
+    """The application (``import_path: services.app:app_builder`` in a Serve config): the gRPC
+    ingress bound to the ``SaliencyLatents`` and ``DiscriminatorScores`` deployments.
+
+    ``args``: ``storage`` (required: a folder or ``s3://bucket/prefix``; S3 endpoint and keys
+    come from the ``GESTALT_S3_*`` environment variables of every node, never from here) and
+    optionally ``latent_replicas``, ``latent_max_replicas``, ``sampler_replicas``,
+    ``cpus_per_replica``, ``gpus_per_replica`` (``ServiceConfig``'s meanings and defaults).
+    A Serve config's ``deployments:`` entries override the replicas and resources set here.
+    Raises ``ValueError`` naming the argument and what to change."""
+    config = _config_from_args(args)
     resources = {"num_cpus": config.cpus_per_replica, "num_gpus": config.gpus_per_replica}
-    app = ActiveLearningAPI.bind(  # type: ignore[attr-defined]
+    app: Application = ActiveLearningAPI.bind(  # type: ignore[attr-defined]
         config.storage,
-        APP_NAME,
+        APP_NAME,  # the scorers and actors find the deployments under this application name
         NAMESPACE,
         SaliencyLatents.options(  # type: ignore[attr-defined]
             **_replicas(config), ray_actor_options=resources
@@ -58,7 +77,68 @@ def deploy(config: ServiceConfig) -> None:
             ray_actor_options={**resources, "num_cpus": config.cpus_per_replica / 2},
         ).bind(config.storage),
     )
-    serve.run(app, name=APP_NAME, route_prefix=f"/{APP_NAME}")
+    return app
+
+
+def app_args(config: ServiceConfig) -> dict[str, Any]:
+    """The builder's args for a ``ServiceConfig`` (its fields without the proxy ports)."""
+    return {name: getattr(config, name) for name in APP_ARGS}
+
+
+def deploy(config: ServiceConfig) -> None:
+    """Start Serve's proxies (gRPC with reflection) and run the application; blocks until the
+    deployments are healthy. The ranking actor and the loop coordinator are created by the
+    ingress on first start."""
+    app = app_builder(app_args(config))  # invalid settings fail before Serve starts
+    serve.start(
+        http_options=HTTPOptions(host="127.0.0.1", port=config.http_port),
+        grpc_options=gRPCOptions(
+            port=config.grpc_port, grpc_servicer_functions=SERVICERS, enable_reflection=True
+        ),
+    )
+    serve.run(app, name=APP_NAME, route_prefix=ROUTE_PREFIX)
+
+
+def _config_from_args(args: object) -> ServiceConfig:
+    """Validate the builder's args: every problem is a ValueError saying what to change."""
+    where = "services.app:app_builder args"
+    if not isinstance(args, Mapping):
+        raise ValueError(f"{where}: expected a mapping of names to values, got {args!r}")
+    for name in args:
+        if name in _PROXY_FIELDS:
+            raise ValueError(
+                f"{where}: {name!r} is a setting of Serve's proxy, not of the application: "
+                f"set {_PROXY_FIELDS[name]} in the Serve config (or ServiceConfig.{name})"
+            )
+    unknown = sorted(str(name) for name in args if name not in APP_ARGS)
+    if unknown:
+        raise ValueError(f"{where}: unknown {unknown}; the known args are {list(APP_ARGS)}")
+    storage = args.get("storage")
+    if not isinstance(storage, str) or not storage.strip():
+        raise ValueError(
+            f"{where}: 'storage' is required: the service's object store, a folder or "
+            "s3://bucket/prefix (the S3 endpoint and keys come from the GESTALT_S3_* "
+            f"environment variables, never from args); got {storage!r}"
+        )
+    try:
+        parse_location(storage)
+    except ValueError as error:
+        raise ValueError(f"{where}: 'storage': {error}") from None
+    values: dict[str, Any] = {"storage": storage}
+    minimum = {"latent_replicas": 1, "sampler_replicas": 1, "latent_max_replicas": 0}
+    for name, lowest in minimum.items():
+        if name in args:
+            value = args[name]
+            if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+                raise ValueError(f"{where}: {name!r} must be an integer >= {lowest}, got {value!r}")
+            values[name] = value
+    for name in ("cpus_per_replica", "gpus_per_replica"):
+        if name in args:
+            value = args[name]
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+                raise ValueError(f"{where}: {name!r} must be a number >= 0, got {value!r}")
+            values[name] = float(value)
+    return ServiceConfig(**values)
 
 
 def _replicas(config: ServiceConfig) -> dict[str, object]:

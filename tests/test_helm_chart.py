@@ -272,10 +272,13 @@ def test_only_the_grpc_port_is_open_outside_the_namespace(
                 else:
                     for source in sources:
                         assert "ipBlock" not in source
-                        if "namespaceSelector" in source:
-                            assert source["namespaceSelector"]["matchLabels"] == {
-                                "kubernetes.io/metadata.name": "monitoring"}  # fmt: skip
-                            assert rule["ports"] == [{"port": 8080, "protocol": "TCP"}]
+                        if "namespaceSelector" in source:  # only these namespaces, ports
+                            namespace = source["namespaceSelector"]["matchLabels"][
+                                "kubernetes.io/metadata.name"]  # fmt: skip
+                            allowed = {"monitoring": [8080], "kuberay-system": [8265, 8000]}
+                            assert [p["port"] for p in rule["ports"]] == allowed[namespace]
+                        else:
+                            assert list(source) == ["podSelector"]  # the release's own pods
 
 
 def _leaf_paths(values: dict[str, Any], prefix: str = "") -> set[str]:

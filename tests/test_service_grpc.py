@@ -18,6 +18,7 @@ import grpc
 import numpy as np
 import pytest
 import ray
+import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -225,6 +226,7 @@ def test_a_real_prometheus_server_scrapes_the_service_metrics(
     config = (REPO / "deploy" / "prometheus" / "prometheus.yml").read_text()
     config = config.replace("/tmp/ray/prom_metrics_service_discovery.json", str(targets))
     (tmp_path / "prometheus.yml").write_text(config)
+    shutil.copy(REPO / "deploy" / "prometheus" / "alerts.yml", tmp_path)  # its rule_files
     promtool = str(Path(binary).with_name("promtool"))
     check = subprocess.run(
         [promtool, "check", "config", str(tmp_path / "prometheus.yml")],
@@ -245,8 +247,30 @@ def test_a_real_prometheus_server_scrapes_the_service_metrics(
             assert scored >= POOL_SIZE
             assert _query(port, 'sum(ray_gestalt_grpc_requests_total{code="INVALID_ARGUMENT"})') > 0
             assert _query(port, "sum(ray_gestalt_ranking_seconds_count)") >= 1
+            # A gauge set once stays exported, 10 scrapes in a row (Ray drops a plain gauge
+            # ~20 s after it was set; the alerts on gauges rely on services.metrics.HeldGauge).
+            kept = 'max(count_over_time(ray_gestalt_rounds{state="done"}[1m])) >= 10'
+            assert _query(port, kept) >= 10
+            groups = yaml.safe_load((tmp_path / "alerts.yml").read_text())["groups"]
+            expected = {group["name"]: ["ok"] * len(group["rules"]) for group in groups}
+            assert _rule_health(port) == expected
         finally:
             server.terminate()
+
+
+def _rule_health(port: int, seconds: float = 60) -> dict[str, list[str]]:
+    """Each loaded rule group's rule healths, once Prometheus has evaluated every rule."""
+    deadline = time.monotonic() + seconds
+    health: dict[str, list[str]] = {}
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/rules", timeout=5) as r:
+                groups = json.loads(r.read())["data"]["groups"]
+            health = {g["name"]: [rule["health"] for rule in g["rules"]] for g in groups}
+            if health and all("unknown" not in rules for rules in health.values()):
+                return health
+        time.sleep(1)
+    return health
 
 
 def _query(port: int, expression: str, seconds: float = 90) -> float:
