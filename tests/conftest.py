@@ -3,11 +3,15 @@
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
 
 from tests.servers import S3Endpoint, free_port, moto_server
+
+REPO = Path(__file__).resolve().parent.parent  # the repository root the tests read files from
+SHARED_DATA = REPO.parent / "shared" / "data"  # the real data sets beside the clone
 
 settings.register_profile(
     "ci",

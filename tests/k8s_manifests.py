@@ -15,9 +15,10 @@ import yaml
 from helm_python import Chart
 from referencing import Registry, Resource
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.conftest import REPO
+
 CHART = REPO / "helm" / "gestalt-al"
-SCHEMAS = Path(__file__).resolve().parent / "k8s_schemas"
+SCHEMAS = REPO / "tests" / "k8s_schemas"
 KUBERNETES_VERSION = "1.30.0"  # the oldest minor the chart's README promises to support
 CUSTOM_KINDS = {
     ("ray.io/v1", "RayService"): "rayservice-ray-v1.json",

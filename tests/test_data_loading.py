@@ -15,10 +15,10 @@ from gestalt_al.data import (
     load_image_folder,
     load_npz,
 )
+from tests.conftest import SHARED_DATA
 from tests.dicom_files import write_dicom
 
 # The project's shared data folder sits beside the repository (as in CI).
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def test_bundled_nih_sample_is_multilabel_with_file_name_ids() -> None:
@@ -37,7 +37,7 @@ def test_bundled_nih_sample_is_multilabel_with_file_name_ids() -> None:
 
 
 def test_medmnist_single_label_sets_get_split_index_ids() -> None:
-    pneumonia = load_npz(SHARED / "pneumoniamnist.npz", "val")
+    pneumonia = load_npz(SHARED_DATA / "pneumoniamnist.npz", "val")
     assert len(pneumonia) == 524
     assert not pneumonia.multi_label
     assert pneumonia.ids[3] == "val/3"

@@ -33,10 +33,9 @@ from services.app import (
     app_args,
     app_builder,
 )
-from tests.conftest import RayCluster
+from tests.conftest import REPO, RayCluster
 from tests.servers import free_port
 
-REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "deploy" / "Dockerfile"
 SERVE_CONFIG = REPO / "deploy" / "serve_config.yaml"
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())

@@ -18,7 +18,8 @@ from helm_python import lint
 from helm_python.errors import HelmRenderError, HelmValuesError
 from ray.serve.schema import ServeDeploySchema
 
-from tests.k8s_manifests import CHART, REPO, Manifest, check, render, values_file
+from tests.conftest import REPO
+from tests.k8s_manifests import CHART, Manifest, check, render, values_file
 
 PRODUCTION = "gpu-external-minio-tls-values.yaml"
 Values = dict[str, Any] | None

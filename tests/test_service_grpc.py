@@ -29,12 +29,11 @@ from gestalt_al.service.shard_results import index_latents
 from gestalt_al.storage.store import LocalStore
 from gestalt_al.v1 import active_learning_pb2 as pb
 from services.app import NAMESPACE
-from tests.conftest import RayCluster
+from tests.conftest import REPO, RayCluster
 from tests.servers import free_port, wait_for_port
 from tests.service_env import LABELED, POOL_SIZE, SHARD_SIZE, ServiceEnv, start_service
 
 DONE = pb.ROUND_STATE_DONE
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")

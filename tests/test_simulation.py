@@ -17,9 +17,7 @@ from gestalt_al.cli import main
 from gestalt_al.simulation import SimulationSettings, load_simulation_data, simulate
 from gestalt_al.simulation.summary import area_under_curve, labels_to_reach, summarise
 from gestalt_al.training import TrainConfig
-from tests.conftest import RayCluster
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from tests.conftest import SHARED_DATA, RayCluster
 
 
 def test_area_and_labels_to_reach_by_hand() -> None:

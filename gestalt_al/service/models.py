@@ -23,6 +23,7 @@ from gestalt_al.mvaal.networks import Discriminator, MultimodalVAE
 from gestalt_al.safe_io import Config
 from gestalt_al.saliency import Method, canonize
 from gestalt_al.service.errors import InvalidArgumentError, NotFoundError
+from gestalt_al.strategies.confidence import class_distributions, entropy
 
 GESTALT_KIND = "gestalt"
 SAMPLER_KIND = "sampler"
@@ -110,12 +111,8 @@ class GestaltModel:
             device = next(self.encoder.net.parameters()).device
             logits = self.encoder.net(batch.to(device))
             probs = probabilities(logits, self.config).double().cpu().numpy()
-        p = np.clip(probs, 1e-12, 1 - 1e-12)
-        if self.config.task == "multi_label":
-            entropy = -(p * np.log(p) + (1 - p) * np.log1p(-p)).mean(axis=1)
-        else:
-            entropy = -(p * np.log(p)).sum(axis=1)
-        return {"latents": self.encoder.latents(batch, progress=False), "uncertainty": entropy}
+        uncertainty = entropy(class_distributions(probs, self.config.task == "multi_label"))
+        return {"latents": self.encoder.latents(batch, progress=False), "uncertainty": uncertainty}
 
 
 @dataclass
