@@ -28,6 +28,7 @@ from gestalt_al.distributed.registry import ModelRegistry
 from gestalt_al.distributed.retrain import Retrained, RoundData, retrain_and_publish
 from gestalt_al.models.config import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from gestalt_al.ranking import select_top
+from gestalt_al.service.audit import AuditEvent, AuditLog
 from gestalt_al.service.errors import FailedPreconditionError, InvalidArgumentError
 from gestalt_al.service.labels import LabelBook
 from gestalt_al.service.loops import LoopBook, LoopRecord, LoopRound, Query
@@ -365,6 +366,13 @@ class LoopRunner:
         }
         images = pool_images(self.manifest, self.ids, indices)
         write_query_list(self.book.store, prefix, rows, images, header)
+        # Audited like a GetSelection: it is also what lets labelers answer this query.
+        ids = [q.sample_id for q in queries]
+        details = {"strategy": strategy, "loop_id": self.loop_id, "loop_round": number}
+        AuditLog(self.book.store).record(AuditEvent(
+            "selection", f"loop:{self.loop_id}", "operator", self.config.pool_id, round_id, ids,
+            details=details,
+        ))  # fmt: skip
 
     def _save_round(self, state: LoopRound) -> LoopRound:
         self.book.save_round(self.loop_id, state)

@@ -95,25 +95,28 @@ class RankingActor:
         ``failed`` record (``unavailable`` when storage or Ray could not be reached)."""
         try:
             self._score_and_rank(record)
-        except StoreUnavailableError as exc:
-            metrics.store_unavailable().set(time.time(), {"component": "ranking"})
-            self._fail(record.round_id, f"object store unavailable: {exc}", unavailable=True)
-        except (ServiceError, ValueError) as exc:
-            self._fail(record.round_id, str(exc), unavailable=False)
-        except Exception as exc:  # Ray failures: a dead replica, a lost task
-            cause = root_cause(exc)
-            if isinstance(cause, ServiceError | ValueError):
-                self._fail(record.round_id, str(cause), unavailable=False)
-            else:
-                logger.exception("round %s failed", record.round_id)
-                if isinstance(cause, StoreUnavailableError):  # in a Ray Data task
-                    metrics.store_unavailable().set(time.time(), {"component": "ranking"})
-                message = f"scoring failed ({type(cause).__name__}: {cause}); StartRound again"
-                self._fail(record.round_id, message, unavailable=True)
+        except Exception as exc:
+            self._fail_with(record.round_id, exc)
         finally:
             with self.lock:
                 self.running.discard(record.round_id)
             self._publish_counts()
+
+    def _fail_with(self, round_id: str, exc: Exception) -> None:
+        """The failed record for ``exc``, raised here or in a Ray Data task (then wrapped by
+        Ray, and by its type also a ``StoreUnavailableError`` or ``ValueError``: the message
+        comes from the error inside)."""
+        cause = root_cause(exc)
+        message = _task_message(cause)
+        if isinstance(cause, StoreUnavailableError):
+            metrics.store_unavailable().set(time.time(), {"component": "ranking"})
+            self._fail(round_id, f"object store unavailable: {message}", unavailable=True)
+        elif isinstance(cause, ServiceError | ValueError):
+            self._fail(round_id, message, unavailable=False)
+        else:  # Ray failures: a lost task, a scorer that kept dying
+            logger.exception("round %s failed", round_id)
+            message = f"scoring failed ({type(cause).__name__}: {message}); StartRound again"
+            self._fail(round_id, message, unavailable=True)
 
     def _score_and_rank(self, record: RoundRecord) -> None:
         manifest = self.catalog.manifest(record.pool_id)
@@ -191,6 +194,12 @@ class RankingActor:
         for state in STATES:
             metrics.rounds_by_state().set(counts[state], {"state": state})
         metrics.shards_in_flight().set(in_flight)
+
+
+def _task_message(error: BaseException) -> str:
+    """The error's own message, without what Ray Data appends to an error raised in a map
+    task (its retry count and settings: nothing a client can act on)."""
+    return str(error).split("\nFailed to apply UDF transform", 1)[0]
 
 
 def ranking_actor(

@@ -2,7 +2,8 @@
 store -> chunks to the Serve deployments -> per-shard results written to the service store.
 
 Writing a shard's results is idempotent (same keys, whole-object writes), so a shard that is
-scored twice after a failure leaves the same objects behind.
+scored twice after a failure leaves the same objects behind. Scoring is a pure function of the
+model version and the images, so a chunk whose replica died is simply sent again.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 import ray
 from ray import serve
+from ray.exceptions import RayActorError
 
 from gestalt_al.service.pool import PoolManifest, ShardInfo, check_shard_ids, read_shard
 from gestalt_al.service.shard_results import RoundResults, ShardScores
@@ -21,6 +23,9 @@ from gestalt_al.storage import open_store
 
 STAGES = ("read", "score", "write")
 CHUNK = 32  # images per Serve request; @serve.batch groups several requests
+# A chunk whose replica died (killed, OOM, node lost) is sent again this many times; Serve
+# routes it to a live replica or holds it until the controller has replaced the dead one.
+REPLICA_RETRIES = 3
 
 
 def result_name(start: int) -> str:
@@ -44,6 +49,10 @@ def score_shards(
         {"key": s.key, "start": s.start, "ids": expected_ids[s.start : s.start + s.count]}
         for s in shards
     ]
+    # A shard's error reaches the caller as itself (a StoreUnavailableError, a ValueError
+    # naming the shard), not as Ray Data's UserCodeException, whose cause is lost on the way
+    # out of the task: the ranking actor picks the round's state and message by its type.
+    ray.data.DataContext.get_current().raise_original_map_exception = True
     dataset = ray.data.from_items(rows, override_num_blocks=max(1, len(rows))).map(
         _score_row,  # type: ignore[arg-type]  # the keyword arguments come from fn_kwargs
         fn_kwargs={
@@ -106,6 +115,25 @@ def _score(app_name: str, deployment: str, model_id: str, images: np.ndarray) ->
     handle = serve.get_deployment_handle(deployment, app_name).options(
         multiplexed_model_id=model_id
     )
-    responses = [handle.remote(images[i : i + CHUNK]) for i in range(0, len(images), CHUNK)]
-    parts = [response.result() for response in responses]
+    chunks = [images[i : i + CHUNK] for i in range(0, len(images), CHUNK)]
+    responses = [handle.remote(chunk) for chunk in chunks]
+
+    def result(index: int) -> dict[str, Any]:
+        """The chunk's scores; sent again when the replica that held it died."""
+        for _ in range(REPLICA_RETRIES):
+            try:
+                scored: dict[str, Any] = responses[index].result()
+                return scored
+            except RayActorError:  # the replica died or is unreachable; scoring is pure
+                responses[index] = handle.remote(chunks[index])
+        try:
+            last: dict[str, Any] = responses[index].result()
+        except RayActorError as exc:  # one line, not Ray's traceback (it reaches the client)
+            raise RuntimeError(
+                f"{deployment} replicas kept dying while scoring ({REPLICA_RETRIES + 1} "
+                f"attempts, last: {type(exc).__name__})"
+            ) from None
+        return last
+
+    parts = [result(index) for index in range(len(chunks))]
     return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}

@@ -189,7 +189,31 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--out", type=Path, default=Path("al-simulation"),
                           help="runs (resumable), curves and results.json")  # fmt: skip
     simulate.set_defaults(run=_simulate)
+
+    token = commands.add_parser(
+        "token",
+        help="grant (or revoke) a bearer token for the service: prints the new token once; "
+        "the tokens file keeps only its SHA-256 digest",
+    )
+    token.add_argument("--tokens-file", type=Path, required=True,
+                       help="the JSON the service reads (auth_tokens_file)")  # fmt: skip
+    token.add_argument("--principal", required=True, help="who: recorded in the audit trail")
+    token.add_argument("--role", choices=["reader", "labeler", "operator"], default="labeler")
+    token.add_argument("--revoke", action="store_true", help="remove the principal's tokens")
+    token.set_defaults(run=_token)
     return parser
+
+
+def _token(args: argparse.Namespace) -> int:
+    from gestalt_al.service.access import grant, revoke
+
+    if args.revoke:
+        found = revoke(args.tokens_file, args.principal)
+        print(f"{args.principal}: {'revoked' if found else 'had no token'}", file=sys.stderr)
+        return 0 if found else 1
+    print(grant(args.tokens_file, args.principal, args.role))
+    print(f"{args.principal} ({args.role}): token above, shown only now", file=sys.stderr)
+    return 0
 
 
 def _add_service_arguments(parser: argparse.ArgumentParser) -> None:

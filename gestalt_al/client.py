@@ -1,12 +1,15 @@
 """A Python client for the ``gestalt_al.v1`` gRPC API (what the demo and the tests use).
 
-Calls go through Ray Serve's gRPC proxy, which routes by the ``application`` metadata.
+Calls go through Ray Serve's gRPC proxy, which routes by the ``application`` metadata, either
+directly (plaintext, inside the cluster) or through the TLS gateway (``services.gateway``).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -16,11 +19,41 @@ from gestalt_al.v1 import active_learning_pb2 as pb
 from gestalt_al.v1.active_learning_pb2_grpc import ActiveLearningStub
 
 
+@dataclass(frozen=True)
+class ClientTLS:
+    """PEM files: the CA that signed the gateway's certificate and, for mTLS, this client's
+    certificate and key."""
+
+    ca_file: Path
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    server_name: str = ""  # the name the certificate is for, when the target is an address
+
+    def channel(self, target: str) -> grpc.Channel:
+        client_pair = (
+            (self.key_file.read_bytes(), self.cert_file.read_bytes())
+            if self.cert_file and self.key_file
+            else (None, None)
+        )
+        credentials = grpc.ssl_channel_credentials(self.ca_file.read_bytes(), *client_pair)
+        options = [("grpc.ssl_target_name_override", self.server_name)] if self.server_name else []
+        return grpc.secure_channel(target, credentials, options)
+
+
 class ServiceClient:
-    def __init__(self, target: str, application: str = "gestalt", timeout: float = 60) -> None:
-        self.channel = grpc.insecure_channel(target)
+    def __init__(
+        self,
+        target: str,
+        application: str = "gestalt",
+        timeout: float = 60,
+        token: str = "",
+        tls: ClientTLS | None = None,
+    ) -> None:
+        """``token``: a bearer token the service knows (sent as ``authorization`` metadata)."""
+        self.channel = tls.channel(target) if tls else grpc.insecure_channel(target)
         self.stub = ActiveLearningStub(self.channel)
-        self.metadata = (("application", application),)
+        bearer = (("authorization", f"Bearer {token}"),) if token else ()
+        self.metadata: tuple[tuple[str, str], ...] = (("application", application), *bearer)
         self.timeout = timeout
 
     def close(self) -> None:

@@ -8,6 +8,8 @@ takes the replica down.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
@@ -27,18 +29,29 @@ from actors.loop_runner import INGRESS
 from actors.ranking import RoundUnavailableError, ranking_actor
 from gestalt_al.distributed.registry import ModelRegistry
 from gestalt_al.ranking import select_top
+from gestalt_al.service.access import AccessPolicy, Principal
+from gestalt_al.service.audit import AuditEvent, AuditLog
 from gestalt_al.service.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
+    PermissionDeniedError,
+    UnauthenticatedError,
+    clip_message,
     root_cause,
 )
 from gestalt_al.service.labels import LabelBook
 from gestalt_al.service.loops import LoopBook
 from gestalt_al.service.models import GESTALT_KIND, SAMPLER_KIND
 from gestalt_al.service.pool import PoolCatalog
-from gestalt_al.service.rounds import RoundBook, RoundRecord, parse_round_id, round_id_for
+from gestalt_al.service.rounds import (
+    ROUND_ID,
+    RoundBook,
+    RoundRecord,
+    parse_round_id,
+    round_id_for,
+)
 from gestalt_al.service.strategies import STRATEGIES, RoundScores
 from gestalt_al.storage import StoreAccessError, StoreUnavailableError, open_store
 from gestalt_al.v1 import active_learning_pb2 as pb
@@ -46,6 +59,7 @@ from services import metrics
 from services.loop_messages import loop_config_from_proto, loop_to_proto
 
 Response = TypeVar("Response")
+logger = logging.getLogger("ray.serve")  # into the replica's log file, as Serve's own lines
 DEFAULT_PAGE, MAX_PAGE, MAX_NEIGHBOURS = 100, 10_000, 1000
 _STATE = {
     "scoring": pb.ROUND_STATE_SCORING,
@@ -58,6 +72,8 @@ _CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (NotFoundError, grpc.StatusCode.NOT_FOUND),
     (FailedPreconditionError, grpc.StatusCode.FAILED_PRECONDITION),
     (AlreadyExistsError, grpc.StatusCode.ALREADY_EXISTS),
+    (UnauthenticatedError, grpc.StatusCode.UNAUTHENTICATED),
+    (PermissionDeniedError, grpc.StatusCode.PERMISSION_DENIED),
     (StoreUnavailableError, grpc.StatusCode.UNAVAILABLE),
     (StoreAccessError, grpc.StatusCode.UNAVAILABLE),
     (RayActorError, grpc.StatusCode.UNAVAILABLE),
@@ -69,8 +85,8 @@ def _status(error: BaseException) -> tuple[grpc.StatusCode, str]:
     for kind, code in _CODES:
         if isinstance(exc, kind):
             hint = " (retry later; nothing stored was lost)" if code.name == "UNAVAILABLE" else ""
-            return code, f"{exc}{hint}"
-    return grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}): {exc}"
+            return code, clip_message(f"{exc}{hint}")
+    return grpc.StatusCode.INTERNAL, clip_message(f"internal error ({type(exc).__name__}): {exc}")
 
 
 def _count_error(method: str, code: grpc.StatusCode, error: BaseException) -> None:
@@ -85,11 +101,13 @@ def _count_error(method: str, code: grpc.StatusCode, error: BaseException) -> No
 def _unary(
     empty: Callable[[], Response],
 ) -> Callable[[Callable[[Any, Any], Response]], Callable[..., Any]]:
-    """Run a sync handler in a thread; on error set the code and return ``empty()``."""
+    """Authorize the caller, run a sync handler in a thread; on error set the code and return
+    ``empty()``."""
 
     def wrap(handler: Callable[[Any, Any], Response]) -> Callable[..., Any]:
         async def method(self: Any, request: Any, grpc_context: RayServegRPCContext) -> Response:
             try:
+                self.authorize(grpc_context, handler.__name__)
                 response = await asyncio.to_thread(handler, self, request)
             except Exception as exc:
                 code, message = _status(exc)
@@ -107,14 +125,35 @@ def _unary(
     return wrap
 
 
-@serve.deployment(name=INGRESS, num_replicas=1, ray_actor_options={"num_cpus": 0})
+# Bounded: Serve's default (5 at once, an unbounded queue) made 50 clients slower than one
+# and 300 wait 43 s at the median (benchmarks/load.py); past 64 + 64 calls are refused with
+# RESOURCE_EXHAUSTED. The TLS gateway's --max-concurrent-rpcs (64) admits outside clients.
+@serve.deployment(
+    name=INGRESS,
+    num_replicas=1,
+    ray_actor_options={"num_cpus": 0},
+    max_ongoing_requests=64,
+    max_queued_requests=64,
+)
 class ActiveLearningAPI:
     """One replica: label submissions are serialised in it (see ``LabelBook``)."""
 
     def __init__(
-        self, storage: str, app_name: str, namespace: str, latents: Any, sampler: Any
+        self,
+        storage: str,
+        app_name: str,
+        namespace: str,
+        auth_tokens_file: str,
+        latents: Any,
+        sampler: Any,
     ) -> None:
+        self.access = AccessPolicy(auth_tokens_file)
+        # The authenticated caller of the request being handled (asyncio.to_thread copies it
+        # into the handler's thread). Made here: Serve pickles the class, and a ContextVar
+        # cannot be pickled.
+        self._caller: contextvars.ContextVar[Principal] = contextvars.ContextVar("caller")
         store = open_store(storage)
+        self.audit = AuditLog(store)
         self.catalog = PoolCatalog(store)
         self.labels = LabelBook(self.catalog)
         self.rounds = RoundBook(store)
@@ -126,9 +165,24 @@ class ActiveLearningAPI:
         self._scores: OrderedDict[str, RoundScores] = OrderedDict()
         self._indexes: OrderedDict[str, list[faiss.IndexIDMap2]] = OrderedDict()
 
+    def authorize(self, grpc_context: RayServegRPCContext, method: str) -> None:
+        """UNAUTHENTICATED / PERMISSION_DENIED before any work; the caller is kept for the
+        audit trail. Refusals are logged by principal or reason, never with the token."""
+        try:
+            principal = self.access.authorize(grpc_context.invocation_metadata(), method)
+        except (UnauthenticatedError, PermissionDeniedError) as exc:
+            logger.warning("refused %s from %s: %s", method, grpc_context.peer(), exc)
+            raise
+        self._caller.set(principal)
+
     # --- health -----------------------------------------------------------------------
     async def Check(self, request: Any, grpc_context: RayServegRPCContext) -> Any:  # noqa: N802
-        """SERVING once both scoring deployments and the ranking actor answer."""
+        """SERVING once both scoring deployments and the ranking actor answer; NOT_FOUND for
+        a service other than '' (the server) or the API (the health checking protocol)."""
+        if request.service not in ("", "gestalt_al.v1.ActiveLearning"):
+            grpc_context.set_code(grpc.StatusCode.NOT_FOUND)
+            grpc_context.set_details(clip_message(f"unknown service {request.service!r}"))
+            return health_pb2.HealthCheckResponse()
         try:
             await asyncio.wait_for(asyncio.gather(*(s.ready.remote() for s in self.scorers)), 5)
             await asyncio.wait_for(self.ranking.ping.remote(), 5)
@@ -163,6 +217,7 @@ class ActiveLearningAPI:
             [(item.sample_id, list(item.labels)) for item in request.labels],
             request.round_id,
             request.submitter,
+            self._caller.get(),
         )
         return pb.SubmitLabelsResponse(
             accepted=accepted,
@@ -175,14 +230,62 @@ class ActiveLearningAPI:
     ) -> tuple[int, int]:
         """SubmitLabels for callers inside the cluster (a loop's oracle, through a deployment
         handle), so that this replica stays the one writer of labels."""
-        return await asyncio.to_thread(self._submit, pool_id, labels, round_id, submitter)
+        caller = Principal(submitter, "operator")  # trusted: only reachable inside the cluster
+        return await asyncio.to_thread(self._submit, pool_id, labels, round_id, submitter, caller)
 
     def _submit(
-        self, pool_id: str, labels: list[tuple[str, list[float]]], round_id: str, submitter: str
+        self,
+        pool_id: str,
+        labels: list[tuple[str, list[float]]],
+        round_id: str,
+        submitter: str,
+        caller: Principal,
     ) -> tuple[int, int]:
-        if round_id:
-            self.rounds.load(round_id)  # NOT_FOUND for an unknown round
-        return self.labels.submit(pool_id, labels, round_id, submitter)
+        """Store labels and audit the submission, refused ones included (with their code)."""
+        ids = [sample for sample, _ in labels]
+        try:
+            self._check_queried(pool_id, ids, round_id, caller)
+            accepted, unchanged = self.labels.submit(pool_id, labels, round_id, submitter)
+        except Exception as exc:
+            named = round_id if ROUND_ID.match(round_id) else ""  # a bad one is no object key
+            event = AuditEvent("labels", caller.name, caller.role, pool_id, named, ids,
+                               _status(exc)[0].name,
+                               {"submitter": submitter, "round_id": round_id[:200]})  # fmt: skip
+            try:
+                self.audit.record(event)
+            except Exception:  # the store is down: the request's own error goes back
+                logger.exception("could not audit a refused label submission")
+            raise
+        details = {"submitter": submitter, "accepted": accepted, "unchanged": unchanged}
+        self.audit.record(
+            AuditEvent("labels", caller.name, caller.role, pool_id, round_id, ids, "OK", details)
+        )
+        return accepted, unchanged
+
+    def _check_queried(
+        self, pool_id: str, ids: list[str], round_id: str, caller: Principal
+    ) -> None:
+        """Labels name the round that queried them, and only its queried samples; only an
+        operator may submit labels outside a round (a seed set, an import)."""
+        if not round_id:
+            if caller.role != "operator":
+                raise PermissionDeniedError(
+                    f"{caller.name!r} ({caller.role}) must name the round that queried these "
+                    "samples (round_id); labels without a round need the operator role"
+                )
+            return
+        record = self.rounds.load(round_id)  # NOT_FOUND for an unknown round
+        if record.pool_id != pool_id:
+            raise InvalidArgumentError(
+                f"round {round_id} ranked pool {record.pool_id!r}, not {pool_id!r}"
+            )
+        missing = sorted(set(ids) - self.audit.queried(round_id))
+        if missing:
+            raise FailedPreconditionError(
+                f"{len(missing)} sample(s) were not queried in round {round_id}, e.g. "
+                f"{missing[:3]}; submit labels only for samples a selection of that round "
+                "returned (nothing from this request was stored)"
+            )
 
     # --- rounds -------------------------------------------------------------------------
     @_unary(pb.Round)
@@ -228,13 +331,12 @@ class ActiveLearningAPI:
         if not 1 <= page_size <= MAX_PAGE:
             raise InvalidArgumentError(f"page_size must be 0 (= {DEFAULT_PAGE}) to {MAX_PAGE}")
         ranked = self._selection(request)
-        try:
-            offset = int(request.page_token or 0)
-        except ValueError:
-            offset = -1
+        token = request.page_token or "0"  # a token is a decimal offset, as handed out below
+        offset = int(token) if token.isascii() and token.isdigit() and len(token) < 19 else -1
         if not 0 <= offset <= len(ranked):
             raise InvalidArgumentError(f"page_token {request.page_token!r} is not from this query")
         end = min(offset + page_size, len(ranked))
+        self._audit_selection(request, ranked[offset:end])
         return pb.SelectionPage(
             samples=ranked[offset:end],
             next_page_token=str(end) if end < len(ranked) else "",
@@ -245,7 +347,9 @@ class ActiveLearningAPI:
         self, request: pb.GetSelectionRequest, grpc_context: RayServegRPCContext
     ) -> AsyncIterator[pb.SelectedSample]:
         try:
+            self.authorize(grpc_context, "StreamSelection")
             ranked = await asyncio.to_thread(self._selection, request)
+            await asyncio.to_thread(self._audit_selection, request, ranked)
         except Exception as exc:
             code, message = _status(exc)
             grpc_context.set_code(code)
@@ -291,6 +395,18 @@ class ActiveLearningAPI:
                 zip(indices, chosen.scores, shard_of, strict=True), 1
             )
         ]
+
+    def _audit_selection(
+        self, request: pb.GetSelectionRequest, samples: list[pb.SelectedSample]
+    ) -> None:
+        """Before any id leaves: who was handed which samples to label."""
+        caller = self._caller.get()
+        pool_id, _ = parse_round_id(request.round_id)
+        details = {"strategy": request.strategy, "budget": request.budget,
+                   "page_token": request.page_token}  # fmt: skip
+        ids = [sample.sample_id for sample in samples]
+        self.audit.record(AuditEvent("selection", caller.name, caller.role, pool_id,
+                                     request.round_id, ids, "OK", details))  # fmt: skip
 
     def _finished(self, round_id: str) -> RoundRecord:
         record = self._record(round_id)

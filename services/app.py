@@ -44,6 +44,14 @@ class ServiceConfig:
     sampler_replicas: int = 1
     cpus_per_replica: float = 1.0
     gpus_per_replica: float = 0.0
+    # JSON of token digests, principals and roles (gestalt_al.service.access); a path on every
+    # node (a mounted Secret), never the tokens. Empty: access control off.
+    auth_tokens_file: str = ""
+    # The gRPC ingress's Serve limits; 0 keeps the deployment's own (64 and 64). Requests its
+    # replica runs at once, and requests Serve's proxy holds waiting for one (-1: no bound);
+    # past both, calls are refused with RESOURCE_EXHAUSTED (benchmarks/load.py measures both).
+    ingress_max_ongoing_requests: int = 0
+    ingress_max_queued_requests: int = 0
 
 
 # Serve's proxies are started once per cluster, before any application: their ports are
@@ -61,14 +69,20 @@ def app_builder(args: dict[str, Any]) -> Application:
     come from the ``GESTALT_S3_*`` environment variables of every node, never from here) and
     optionally ``latent_replicas``, ``latent_max_replicas``, ``sampler_replicas``,
     ``cpus_per_replica``, ``gpus_per_replica`` (``ServiceConfig``'s meanings and defaults).
+    ``auth_tokens_file`` turns on bearer-token access control (``gestalt_al.service.access``).
+    ``ingress_max_ongoing_requests`` / ``ingress_max_queued_requests`` (> 0, or -1 for an
+    unbounded queue) override the ingress deployment's Serve limits.
     A Serve config's ``deployments:`` entries override the replicas and resources set here.
     Raises ``ValueError`` naming the argument and what to change."""
     config = _config_from_args(args)
     resources = {"num_cpus": config.cpus_per_replica, "num_gpus": config.gpus_per_replica}
-    app: Application = ActiveLearningAPI.bind(  # type: ignore[attr-defined]
+    app: Application = ActiveLearningAPI.options(  # type: ignore[attr-defined]
+        **_ingress_limits(config)
+    ).bind(
         config.storage,
         APP_NAME,  # the scorers and actors find the deployments under this application name
         NAMESPACE,
+        config.auth_tokens_file,
         SaliencyLatents.options(  # type: ignore[attr-defined]
             **_replicas(config), ray_actor_options=resources
         ).bind(config.storage),
@@ -125,7 +139,12 @@ def _config_from_args(args: object) -> ServiceConfig:
     except ValueError as error:
         raise ValueError(f"{where}: 'storage': {error}") from None
     values: dict[str, Any] = {"storage": storage}
-    minimum = {"latent_replicas": 1, "sampler_replicas": 1, "latent_max_replicas": 0}
+    tokens = args.get("auth_tokens_file", "")
+    if not isinstance(tokens, str):
+        raise ValueError(f"{where}: 'auth_tokens_file' must be a path (a string), got {tokens!r}")
+    values["auth_tokens_file"] = tokens
+    minimum = {"latent_replicas": 1, "sampler_replicas": 1, "latent_max_replicas": 0,
+               "ingress_max_ongoing_requests": 0, "ingress_max_queued_requests": -1}  # fmt: skip
     for name, lowest in minimum.items():
         if name in args:
             value = args[name]
@@ -139,6 +158,15 @@ def _config_from_args(args: object) -> ServiceConfig:
                 raise ValueError(f"{where}: {name!r} must be a number >= 0, got {value!r}")
             values[name] = float(value)
     return ServiceConfig(**values)
+
+
+def _ingress_limits(config: ServiceConfig) -> dict[str, int]:
+    """The ingress's Serve options that were set (0: the deployment's own)."""
+    limits = {
+        "max_ongoing_requests": config.ingress_max_ongoing_requests,
+        "max_queued_requests": config.ingress_max_queued_requests,
+    }
+    return {name: value for name, value in limits.items() if value}
 
 
 def _replicas(config: ServiceConfig) -> dict[str, object]:

@@ -1,4 +1,5 @@
-"""Real servers the integration tests talk to: S3 API servers on loopback."""
+"""Real servers the integration tests talk to: S3 API servers and the TLS gateway on
+loopback."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.certs import Pki
 
 
 @dataclass(frozen=True)
@@ -75,3 +78,16 @@ def moto_server() -> Iterator[S3Endpoint]:
 
 def _tool(name: str) -> str:
     return str(Path(sys.executable).with_name(name))
+
+
+@contextmanager
+def tls_gateway(pki: Pki, upstream: str, *options: str) -> Iterator[str]:
+    """The TLS gateway (``python -m services.gateway``) as its own process in front of
+    ``upstream`` with the ``Pki``'s server certificate; ``--client-ca`` etc. in ``options``.
+    Yields the address clients dial (``localhost``: the name on the certificate)."""
+    port = free_port()
+    command = [sys.executable, "-m", "services.gateway", "--cert", str(pki.server_cert),
+               "--key", str(pki.server_key), "--listen", f"127.0.0.1:{port}",
+               "--upstream", upstream, *options]  # fmt: skip
+    with _serving(command, port, {}):
+        yield f"localhost:{port}"

@@ -48,7 +48,8 @@ class ServiceEnv:
         deploy(self.config)
 
 
-def start_service(root: Path) -> ServiceEnv:
+def start_service(root: Path, auth_tokens_file: str = "") -> ServiceEnv:
+    """``auth_tokens_file``: turn access control on (``client`` then has no token)."""
     from services.app import ServiceConfig, deploy
 
     data = load_dataset(bundled_nih_path(), "train", "images_64")
@@ -71,7 +72,8 @@ def start_service(root: Path) -> ServiceEnv:
     sampler = SamplerModel(sampler_config, untrained.vae, untrained.discriminator)
     port = free_port()
     service_config = ServiceConfig(str(root / "service"), grpc_port=port, http_port=free_port(),
-                                   latent_max_replicas=2, cpus_per_replica=0.5)  # fmt: skip
+                                   latent_max_replicas=2, cpus_per_replica=0.5,
+                                   auth_tokens_file=auth_tokens_file)  # fmt: skip
     deploy(service_config)
     return ServiceEnv(
         client=ServiceClient(f"127.0.0.1:{port}"),

@@ -102,7 +102,8 @@ class LoopConfig:
             object.__setattr__(self, "loop_id", f"{self.pool_id}-loop"[:63])
         for name in ("pool_id", "loop_id"):
             if not POOL_ID.match(getattr(self, name)):
-                _fail(f"{name} {getattr(self, name)!r} must match {POOL_ID.pattern}")
+                _fail(f"{name} {getattr(self, name)!r} must be 1 to 63 lowercase letters, "
+                      "digits, _ or -, starting with a letter or digit")  # fmt: skip
         if not self.data:
             _fail("data is required: an .npz archive with a labeled validation split")
         if not os.path.isabs(self.data):
@@ -130,6 +131,8 @@ class LoopConfig:
             _fail("validation_split and images_key must not be empty")
         if not (math.isfinite(self.poll_seconds) and 0 < self.poll_seconds <= 3600):
             _fail(f"poll_seconds must be in (0, 3600], got {self.poll_seconds}")
+        if self.seed < 0:
+            _fail(f"seed must be >= 0 (it seeds numpy's generator), got {self.seed}")
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> LoopConfig:

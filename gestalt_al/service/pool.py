@@ -1,19 +1,23 @@
 """Pools registered by reference: ``.npz`` shards under a folder or S3 prefix.
 
-A shard holds ``ids`` ``[n]`` (unique strings), ``images`` ``[n, H, W]`` or ``[n, C, H, W]``
-and ``label_names`` ``[K]``. Registration reads every shard once and records a manifest; a
-sample's *index* (its position over the shards in key order) is its stable integer id, used in
-FAISS indexes and result files. The images never pass through the service's API.
+A shard holds ``ids`` ``[n]`` (unique non-empty strings), ``images`` ``[n, H, W]`` or
+``[n, C, H, W]`` with C 1 or 3 (uint8, or floats in [0, 1]) and ``label_names`` ``[K]`` (unique
+strings). Registration reads every shard once and records a manifest; a sample's *index* (its
+position over the shards in key order) is its stable integer id, used in FAISS indexes and
+result files. The images never pass through the service's API. Everything read from a pool is
+untrusted: a malformed shard is an ``InvalidArgumentError`` naming the file and the problem.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -23,16 +27,29 @@ from gestalt_al.service.errors import (
     InvalidArgumentError,
     NotFoundError,
 )
-from gestalt_al.storage import ObjectNotFoundError, ObjectStore, join_key, open_store
+from gestalt_al.storage import (
+    ObjectNotFoundError,
+    ObjectStore,
+    StoreUnavailableError,
+    join_key,
+    open_store,
+    parse_location,
+    validate_key,
+)
+from gestalt_al.storage.store import LocalStore
 
-POOL_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+# \Z, not $: "$" also matches before a trailing newline, which no object key may hold.
+POOL_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}\Z")
 SHARD_SUFFIX = ".npz"
+MAX_SHARD_BYTES = 2**31  # a shard file, and the arrays in it once decompressed
+MAX_LISTED = 100_000  # entries looked at under a local pool folder before giving up
 
 
 def check_pool_id(pool_id: str) -> str:
     if not POOL_ID.match(pool_id):
         raise InvalidArgumentError(
-            f"pool id {pool_id!r} must match {POOL_ID.pattern} (lowercase letters, digits, _ -)"
+            f"pool id {pool_id!r} must be 1 to 63 lowercase letters, digits, _ or -, starting "
+            "with a letter or digit"
         )
     return pool_id
 
@@ -113,17 +130,36 @@ def write_pool(
 
 def read_shard(data: bytes, source: str) -> PoolShard:
     """Parse one shard; anything malformed is an InvalidArgumentError naming ``source``."""
+    if len(data) > MAX_SHARD_BYTES:
+        raise InvalidArgumentError(f"{source}: larger than {MAX_SHARD_BYTES} bytes; split it")
     try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+        with zipfile.ZipFile(io.BytesIO(data)) as listing:
+            unpacked = sum(info.file_size for info in listing.infolist())
+        if unpacked > MAX_SHARD_BYTES:
+            raise InvalidArgumentError(
+                f"{source}: its arrays unpack to {unpacked} bytes, more than {MAX_SHARD_BYTES}; "
+                "split it into smaller shards"
+            )
+        loaded = np.load(io.BytesIO(data), allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise InvalidArgumentError(f"{source}: an .npy array, not an .npz archive of arrays")
+        with loaded as archive:
             missing = {"ids", "images", "label_names"} - set(archive.files)
             if missing:
                 raise InvalidArgumentError(f"{source}: shard lacks {sorted(missing)}")
-            ids, images = archive["ids"], archive["images"]
-            names = tuple(str(n) for n in archive["label_names"])
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        if isinstance(exc, InvalidArgumentError):
-            raise
-        raise InvalidArgumentError(f"{source}: not a readable .npz shard ({exc})") from exc
+            ids, images, names = archive["ids"], archive["images"], archive["label_names"]
+    except InvalidArgumentError:
+        raise
+    except Exception as exc:  # untrusted bytes: zipfile, zlib and numpy's header parser
+        # raise many kinds (BadZipFile, zlib.error, tokenize.TokenError, MemoryError, ...)
+        raise InvalidArgumentError(
+            f"{source}: not a readable .npz shard ({type(exc).__name__}: {exc})"
+        ) from exc
+    _check_arrays(ids, images, names, source)
+    return PoolShard(ids, images, tuple(str(n) for n in names))
+
+
+def _check_arrays(ids: np.ndarray, images: np.ndarray, names: np.ndarray, source: str) -> None:
     if ids.ndim != 1 or images.ndim not in (3, 4) or images.shape[0] != ids.shape[0]:
         raise InvalidArgumentError(
             f"{source}: need ids [n] and images [n, H, W] or [n, C, H, W], got "
@@ -131,11 +167,38 @@ def read_shard(data: bytes, source: str) -> PoolShard:
         )
     if ids.size == 0:
         raise InvalidArgumentError(f"{source}: the shard is empty")
+    if ids.dtype.kind != "U" or bool((ids == "").any()):
+        raise InvalidArgumentError(
+            f"{source}: ids must be non-empty strings, got dtype {ids.dtype}"
+        )
+    unique, counts = np.unique(ids, return_counts=True)
+    if unique.size != ids.size:
+        raise InvalidArgumentError(
+            f"{source}: sample ids repeat within the shard, e.g. {unique[counts > 1][:3].tolist()}"
+        )
+    if images.ndim == 4 and images.shape[1] not in (1, 3):
+        raise InvalidArgumentError(
+            f"{source}: images [n, C, H, W] need C 1 or 3, got {images.shape}"
+        )
+    if 0 in images.shape[1:]:
+        raise InvalidArgumentError(f"{source}: images have an empty axis: {images.shape}")
     if not (images.dtype == np.uint8 or np.issubdtype(images.dtype, np.floating)):
         raise InvalidArgumentError(f"{source}: images must be uint8 or float, got {images.dtype}")
-    if np.issubdtype(images.dtype, np.floating) and not np.isfinite(images).all():
-        raise InvalidArgumentError(f"{source}: images contain NaN or inf")
-    return PoolShard(ids.astype(str), images, names)
+    if np.issubdtype(images.dtype, np.floating):
+        if not np.isfinite(images).all():
+            raise InvalidArgumentError(f"{source}: images contain NaN or inf")
+        if images.min() < 0 or images.max() > 1:
+            raise InvalidArgumentError(
+                f"{source}: float images must lie in [0, 1], got [{images.min():.3g}, "
+                f"{images.max():.3g}]; store uint8 or rescale"
+            )
+    if names.ndim != 1 or names.size == 0 or names.dtype.kind != "U":
+        raise InvalidArgumentError(
+            f"{source}: label_names must be a non-empty [K] array of strings, got shape "
+            f"{names.shape} and dtype {names.dtype}"
+        )
+    if np.unique(names).size != names.size:
+        raise InvalidArgumentError(f"{source}: label_names repeat: {names.tolist()}")
 
 
 def check_shard_ids(shard: PoolShard, registered: np.ndarray, source: str) -> None:
@@ -145,6 +208,110 @@ def check_shard_ids(shard: PoolShard, registered: np.ndarray, source: str) -> No
             f"{source}: its sample ids differ from when the pool was registered; register "
             "the changed data as a new pool"
         )
+
+
+def _shard_keys(uri: str) -> tuple[ObjectStore, list[str]]:
+    """The store at a pool ``uri`` and its shard keys in pool order. A local ``uri`` must be an
+    absolute path to an existing folder (nothing is created); a bad ``uri`` or shard file name
+    is INVALID_ARGUMENT, a folder, prefix or bucket without shards NOT_FOUND."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in uri):
+        raise InvalidArgumentError(f"pool uri {uri!r} holds control characters")
+    try:
+        location = parse_location(uri)
+        source = open_store(uri) if location is not None else None
+    except ValueError as exc:
+        raise InvalidArgumentError(f"pool uri {uri!r}: {exc}") from exc
+    if source is None:
+        folder = _local_folder(uri)
+        source = open_store(str(folder))
+        found = _local_files(folder, uri)
+    else:
+        try:
+            found = source.list("")
+        except StoreUnavailableError as exc:
+            if getattr(exc.__cause__, "code", None) == "NoSuchBucket":
+                raise NotFoundError(f"pool uri {uri!r}: no such bucket") from exc
+            raise
+    keys = sorted(k for k in found if k.endswith(SHARD_SUFFIX))
+    if not keys:
+        raise NotFoundError(f"no {SHARD_SUFFIX} shards under {uri}")
+    for key in keys:
+        try:
+            validate_key(key)
+        except ValueError as exc:
+            raise InvalidArgumentError(
+                f"{uri}/{key}: shard paths may use only letters, digits and . _ = + - ({exc})"
+            ) from exc
+    return source, keys
+
+
+def _local_folder(uri: str) -> Path:
+    folder = Path(uri)
+    if not folder.is_absolute():
+        raise InvalidArgumentError(
+            f"pool uri {uri!r} must be an absolute folder path on the service's nodes or "
+            "s3://bucket/prefix"
+        )
+    if len(uri.encode()) > 4095 or any(len(part.encode()) > 255 for part in folder.parts):
+        raise InvalidArgumentError(f"pool uri {uri!r}: path or folder name too long")
+    try:
+        is_dir, exists = folder.is_dir(), folder.exists()
+    except OSError as exc:
+        raise InvalidArgumentError(f"pool uri {uri!r}: {exc}") from exc
+    if not exists:
+        raise NotFoundError(f"no {SHARD_SUFFIX} shards under {uri}: no such folder")
+    if not is_dir:
+        raise InvalidArgumentError(f"pool uri {uri!r} is a file; give the folder of shards")
+    return folder
+
+
+def _local_files(folder: Path, uri: str) -> list[str]:
+    """Regular files under ``folder`` (relative, '/'-separated), looking at no more than
+    ``MAX_LISTED`` entries: a pool uri of '/' must not scan a whole disk."""
+    found: list[str] = []
+    seen = 0
+    for parent, dirs, files in os.walk(folder):  # symlinked folders are not followed
+        seen += len(dirs) + len(files)
+        if seen > MAX_LISTED:
+            raise InvalidArgumentError(
+                f"pool uri {uri!r}: more than {MAX_LISTED} entries under it; give the folder "
+                "that holds the shards"
+            )
+        dirs.sort()
+        for name in files:
+            path = os.path.join(parent, name)
+            # isfile: False for what cannot be stat'ed (/proc/1/cwd), FIFOs and devices.
+            if os.path.isfile(path) and not name.startswith(".staging-"):
+                found.append(Path(path).relative_to(folder).as_posix())
+    return found
+
+
+def _read(source: ObjectStore, key: str, uri: str) -> bytes:
+    """A shard's bytes; a local file that cannot be read is the request's problem (an object
+    store that cannot be reached is not: its errors pass on)."""
+    if not isinstance(source, LocalStore):
+        return source.get(key)
+    try:
+        size = (source.root / key).stat().st_size
+        if size > MAX_SHARD_BYTES:
+            raise InvalidArgumentError(f"{uri}/{key}: {size} bytes, more than {MAX_SHARD_BYTES}")
+        return source.get(key)
+    except (OSError, ObjectNotFoundError) as exc:  # gone since listed, unreadable
+        raise InvalidArgumentError(f"{uri}/{key}: cannot be read ({exc})") from exc
+
+
+def _check_unique(all_ids: np.ndarray, shards: list[ShardInfo], uri: str) -> None:
+    unique, counts = np.unique(all_ids, return_counts=True)
+    if unique.size == all_ids.size:
+        return
+    repeated = unique[counts > 1][0]
+    places = np.flatnonzero(all_ids == repeated)
+    starts = np.array([s.start for s in shards])
+    keys = [shards[int(i)].key for i in np.searchsorted(starts, places, side="right") - 1]
+    raise InvalidArgumentError(
+        f"{uri}: sample ids repeat across shards ({int((counts > 1).sum())} of them), e.g. "
+        f"{str(repeated)!r} in {keys}"
+    )
 
 
 class PoolCatalog:
@@ -167,31 +334,35 @@ class PoolCatalog:
                     "under another id"
                 )
             return existing
-        try:
-            source = open_store(uri)
-        except ValueError as exc:
-            raise InvalidArgumentError(f"pool uri {uri!r}: {exc}") from exc
-        keys = sorted(k for k in source.list("") if k.endswith(SHARD_SUFFIX))
-        if not keys:
-            raise NotFoundError(f"no {SHARD_SUFFIX} shards under {source.description}")
+        source, keys = _shard_keys(uri)
         shards: list[ShardInfo] = []
         ids: list[np.ndarray] = []
-        names, shape = None, None
+        first: PoolShard | None = None
         for key in keys:
-            shard = read_shard(source.get(key), f"{uri}/{key}")
-            if names is None:
-                names, shape = shard.label_names, shard.images.shape[1:]
-            if shard.label_names != names or shard.images.shape[1:] != shape:
+            shard = read_shard(_read(source, key, uri), f"{uri}/{key}")
+            if first is None:
+                first = shard
+            if shard.label_names != first.label_names:
                 raise InvalidArgumentError(
-                    f"{uri}/{key}: label names or image shape differ from the first shard's"
+                    f"{uri}/{key}: label names {list(shard.label_names)} differ from the first "
+                    f"shard's {list(first.label_names)}"
+                )
+            if shard.images.shape[1:] != first.images.shape[1:]:
+                raise InvalidArgumentError(
+                    f"{uri}/{key}: images are {shard.images.shape[1:]}, the first shard's are "
+                    f"{first.images.shape[1:]}"
+                )
+            if shard.images.dtype != first.images.dtype:
+                raise InvalidArgumentError(
+                    f"{uri}/{key}: images are {shard.images.dtype}, the first shard's are "
+                    f"{first.images.dtype}"
                 )
             shards.append(ShardInfo(key, sum(s.count for s in shards), len(shard.ids)))
             ids.append(shard.ids)
+        assert first is not None  # _shard_keys found at least one
         all_ids = np.concatenate(ids)
-        if np.unique(all_ids).size != all_ids.size:
-            raise InvalidArgumentError(f"{uri}: sample ids repeat across or within shards")
-        assert names is not None
-        assert shape is not None
+        _check_unique(all_ids, shards, uri)
+        names, shape = first.label_names, first.images.shape[1:]
         manifest = PoolManifest(pool_id, uri, tuple(shards), names, tuple(int(s) for s in shape))
         self.store.put(self._key(pool_id, "ids.npy"), npy_bytes(all_ids))
         self.store.put(self._key(pool_id, "manifest.json"), manifest.to_json())

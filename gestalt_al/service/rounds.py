@@ -20,7 +20,8 @@ from gestalt_al.service.shard_results import RoundResults
 from gestalt_al.service.strategies import RoundScores
 from gestalt_al.storage import ObjectNotFoundError, ObjectStore, join_key
 
-ROUND_ID = re.compile(r"^([a-z0-9][a-z0-9_-]{0,62})\.([0-9a-f]{12})$")
+# \Z, not $: "$" also matches before a trailing newline.
+ROUND_ID = re.compile(r"^([a-z0-9][a-z0-9_-]{0,62})\.([0-9a-f]{12})\Z")
 STATES = ("scoring", "ranking", "done", "failed")
 
 

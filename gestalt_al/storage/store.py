@@ -1,17 +1,20 @@
 """The object-store contract and its two backends.
 
 Errors say what happened in terms a caller can act on: ``ObjectNotFoundError`` (the key is
-not there), ``StoreUnavailableError`` (the store cannot be reached after retries; nothing
-written before is lost, try again later), ``StoreAccessError`` (the credentials are refused),
-``ValueError`` (a bad key or location).
+not there), ``StoreUnavailableError`` (the store cannot be reached after retries, or a local
+store's disk is full, over quota or read-only; nothing written before is lost, try again
+later), ``StoreAccessError`` (the credentials are refused), ``ValueError`` (a bad key or
+location).
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -54,8 +57,19 @@ class ObjectStore(Protocol):
     def delete(self, key: str) -> None: ...
 
 
+# Why a local folder takes no more writes, by errno, and what fixes it: a state of the volume
+# that an operator changes, after which the same request succeeds.
+_UNWRITABLE = {
+    errno.ENOSPC: ("is full (no space left on device)", "free space on it"),
+    errno.EDQUOT: ("is over its disk quota", "raise the quota or free space"),
+    errno.EROFS: ("is on a read-only file system", "remount it read-write"),
+}
+
+
 class LocalStore:
-    """A folder: the embedded default for one machine."""
+    """A folder: the embedded default for one machine. A write goes to a staging file in the
+    object's folder and is renamed over the object once complete, so a write that fails (a
+    full disk) leaves the old object or none, never part of one."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).expanduser().resolve()
@@ -65,19 +79,34 @@ class LocalStore:
     def _path(self, key: str) -> Path:
         return self.root / validate_key(key)
 
+    @contextmanager
+    def _writing(self, action: str, key: str) -> Iterator[None]:
+        """A volume that takes no more writes raises ``StoreUnavailableError`` saying why."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno not in _UNWRITABLE:
+                raise
+            state, remedy = _UNWRITABLE[exc.errno]
+            raise StoreUnavailableError(
+                f"object store {self.description} {state} while trying to {action} {key!r}; "
+                f"{remedy}, then retry"
+            ) from exc
+
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, staging = tempfile.mkstemp(dir=path.parent, prefix=".staging-")
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                stream.write(data)
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.replace(staging, path)
-        except BaseException:
-            Path(staging).unlink(missing_ok=True)
-            raise
+        with self._writing("write", key):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle, staging = tempfile.mkstemp(dir=path.parent, prefix=".staging-")
+            try:
+                with os.fdopen(handle, "wb") as stream:
+                    stream.write(data)
+                    stream.flush()
+                    os.fsync(stream.fileno())
+                os.replace(staging, path)
+            except BaseException:
+                Path(staging).unlink(missing_ok=True)
+                raise
 
     def get(self, key: str) -> bytes:
         try:
@@ -99,7 +128,9 @@ class LocalStore:
         )
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        path = self._path(key)
+        with self._writing("delete", key):
+            path.unlink(missing_ok=True)
 
 
 class S3Store:

@@ -61,6 +61,73 @@ capabilities:
   drop: [ALL]
 {{- end -}}
 
+{{/* Where every Ray pod finds the tokens file (auth.tokensSecret), and the file itself. */}}
+{{- define "gestalt.authDir" -}}
+/etc/gestalt-auth
+{{- end -}}
+
+{{- define "gestalt.authTokensFile" -}}
+{{- printf "%s/%s" (include "gestalt.authDir" .) .Values.auth.tokensKey -}}
+{{- end -}}
+
+{{/* The TLS gateway (services/gateway.py) beside Serve's gRPC proxy in the head pod: the
+     chart's own image, TLS (mTLS with tls.clientCA) on tls.port, plaintext to the proxy on
+     the pod's loopback. It needs no Ray, no S3 credentials and no writable file system; it
+     re-reads the mounted certificate files when their Secrets are rotated, and stops
+     gracefully on SIGTERM. */}}
+{{- define "gestalt.grpcGateway" -}}
+{{- $tls := .Values.tls -}}
+- name: grpc-gateway
+  image: "{{ .Values.image.repository }}:{{ .Values.image.tag }}"
+  imagePullPolicy: {{ .Values.image.pullPolicy }}
+  command:
+    - python
+    - -m
+    - services.gateway
+    - --listen
+    - 0.0.0.0:{{ $tls.port }}
+    - --upstream
+    - 127.0.0.1:{{ .Values.grpcPort }}
+    - --cert
+    - /etc/grpc-tls/tls.crt
+    - --key
+    - /etc/grpc-tls/tls.key
+    {{- if $tls.clientCA.secretName }}
+    - --client-ca
+    - /etc/grpc-client-ca/ca.crt
+    {{- end }}
+    - --max-message-bytes
+    - {{ $tls.maxMessageBytes | int64 | quote }}
+    - --max-concurrent-rpcs
+    - {{ $tls.maxConcurrentRpcs | int64 | quote }}
+  ports:
+    - {name: grpc-tls, containerPort: {{ $tls.port }}}
+  # TCP probes: a gRPC probe would need TLS (and, with mTLS, a client certificate). The
+  # gateway listens as soon as its certificate is loaded; the Serve proxy behind it has
+  # KubeRay's own probes.
+  readinessProbe:
+    tcpSocket: {port: grpc-tls}
+    periodSeconds: 10
+    timeoutSeconds: 2
+    failureThreshold: 3
+  livenessProbe:
+    tcpSocket: {port: grpc-tls}
+    initialDelaySeconds: 10
+    periodSeconds: 20
+    timeoutSeconds: 5
+    failureThreshold: 3
+  resources:
+    {{- toYaml $tls.resources | nindent 4 }}
+  securityContext:
+    {{- include "gestalt.containerSecurityContext" . | nindent 4 }}
+    readOnlyRootFilesystem: true
+  volumeMounts:
+    - {name: grpc-certificate, mountPath: /etc/grpc-tls, readOnly: true}
+    {{- if $tls.clientCA.secretName }}
+    - {name: grpc-client-ca, mountPath: /etc/grpc-client-ca, readOnly: true}
+    {{- end }}
+{{- end -}}
+
 {{/* A Ray pod template: $ctx is the root context, $group the group's values, $role
      head / cpu-worker / gpu-worker, $ports extra container ports. */}}
 {{- define "gestalt.rayPod" -}}
@@ -115,21 +182,11 @@ spec:
       volumeMounts:
         - {name: shm, mountPath: /dev/shm}
         - {name: tmp, mountPath: /tmp}
+    {{- with $ctx.Values.auth }}{{ if .enabled }}
+        - {name: auth-tokens, mountPath: {{ include "gestalt.authDir" $ctx }}, readOnly: true}
+    {{- end }}{{ end }}
     {{- if and (eq $role "head") $ctx.Values.tls.enabled }}
-    - name: grpc-tls
-      image: {{ $ctx.Values.tls.envoyImage }}
-      args: ["--config-path", "/etc/envoy/envoy.yaml", "--log-level", "warn"]
-      ports:
-        - {name: grpc-tls, containerPort: {{ $ctx.Values.tls.port }}}
-      resources:
-        requests: {cpu: 100m, memory: 128Mi}
-        limits: {cpu: 500m, memory: 256Mi}
-      securityContext:
-        {{- include "gestalt.containerSecurityContext" $ctx | nindent 8 }}
-        readOnlyRootFilesystem: true
-      volumeMounts:
-        - {name: envoy-config, mountPath: /etc/envoy, readOnly: true}
-        - {name: grpc-certificate, mountPath: /etc/grpc-tls, readOnly: true}
+    {{- include "gestalt.grpcGateway" $ctx | nindent 4 }}
     {{- end }}
   volumes:
     # Ray's object store lives in shared memory; the default 64 MiB /dev/shm is too small.
@@ -137,17 +194,32 @@ spec:
       emptyDir: {medium: Memory}
     - name: tmp
       emptyDir: {}
+    {{- with $ctx.Values.auth }}{{ if .enabled }}
+    # Only the tokens key, and no subPath: the kubelet swaps the files in place when the
+    # Secret changes, and the service re-reads them.
+    - name: auth-tokens
+      secret:
+        secretName: {{ .tokensSecret }}
+        items:
+          - {key: {{ .tokensKey | quote }}, path: {{ .tokensKey | quote }}}
+    {{- end }}{{ end }}
     {{- if and (eq $role "head") $ctx.Values.tls.enabled }}
-    - name: envoy-config
-      configMap: {name: {{ include "gestalt.fullname" $ctx }}-grpc-tls}
     - name: grpc-certificate
       secret: {secretName: {{ $ctx.Values.tls.secretName }}}
+    {{- with $ctx.Values.tls.clientCA }}{{ if .secretName }}
+    # Only the CA certificate (a CA Secret of cert-manager also holds the CA's key).
+    - name: grpc-client-ca
+      secret:
+        secretName: {{ .secretName }}
+        items:
+          - {key: {{ .key | quote }}, path: ca.crt}
+    {{- end }}{{ end }}
     {{- end }}
 {{- end -}}
 
 {{/* deploy/serve_config.yaml (files/serve_config.yaml links to it: one Serve config for
-     `serve run` and the cluster) with this release's storage, gRPC port, replicas and
-     resources. Replicas and resources go into its `deployments:` entries, which Serve
+     `serve run` and the cluster) with this release's storage, tokens file (auth.enabled),
+     gRPC port, replicas and resources. Replicas and resources go into its `deployments:` entries, which Serve
      applies in place (a change of `args` would restart every replica). */}}
 {{- define "gestalt.serveConfig" -}}
 {{- $config := .Files.Get "files/serve_config.yaml" | fromYaml -}}
@@ -155,6 +227,9 @@ spec:
 {{- $_ := set $config.grpc_options "port" .Values.grpcPort -}}
 {{- range $config.applications -}}
 {{- $_ := set .args "storage" (printf "s3://%s/%s" $.Values.objectStore.bucket $.Values.objectStore.prefix) -}}
+{{- if $.Values.auth.enabled -}}
+{{- $_ := set .args "auth_tokens_file" (include "gestalt.authTokensFile" $) -}}
+{{- end -}}
 {{- range .deployments -}}
 {{- if eq .name "SaliencyLatents" -}}
 {{- $_ := set .autoscaling_config "min_replicas" $serve.latentReplicas.min -}}
