@@ -219,7 +219,7 @@ def _token(args: argparse.Namespace) -> int:
 def _add_service_arguments(parser: argparse.ArgumentParser) -> None:
     """What every command that runs the service locally shares."""
     parser.add_argument("--images-key", default="images_64")
-    parser.add_argument("--storage", default=None,
+    parser.add_argument("--storage", default=None, type=_absolute_location,
                         help="service store: a folder or s3://bucket/prefix (default: a new "
                         "temporary folder)")  # fmt: skip
     parser.add_argument("--initial-labeled", type=int, default=100)
@@ -227,6 +227,12 @@ def _add_service_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grpc-port", type=int, default=50051)
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--seed", type=int, default=0)
+
+
+def _absolute_location(location: str) -> str:
+    """Folders made absolute: the service refuses relative pool paths (they would depend on
+    a replica's working directory)."""
+    return location if "://" in location else str(Path(location).resolve())
 
 
 def _add_ray_arguments(parser: argparse.ArgumentParser, default_workers: int | None) -> None:

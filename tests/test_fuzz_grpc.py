@@ -15,7 +15,8 @@ round and one external loop waiting for its initial labels):
    truncated and bit-flipped valid requests, wrong wire types. Bytes that parse are judged
    by the same oracle; bytes that do not parse get UNKNOWN from grpc's server inside Serve's
    proxy, before our code runs (see ``UNPARSABLE``), and the server keeps serving.
-3. Hostile pool files through RegisterPool, and a shard corrupted after registration.
+3. Hostile pool files through RegisterPool, and shards truncated or swapped after their pool
+   was registered (the round fails with the file and the problem; others keep answering).
 
 Every request is counted by method and code in ``TALLY``; a crash (INTERNAL, or UNKNOWN for
 bytes that parse) or a wrong code fails the example that caused it.
@@ -1298,6 +1299,10 @@ def test_the_tally_has_no_crash_and_no_wrong_code(world: World) -> None:
     unknown = sum(n for (_, code), n in TALLY.codes.items() if code == "UNKNOWN")
     assert unknown == sum(TALLY.unparsable.values()), TALLY.table()  # only unparsable bytes
     _normal_calls_still_work(world)
+    # No refused request stored a label (each is all or nothing), none reached the loop's pool.
+    c = world.env.client
+    assert c.register_pool("nih", world.env.pool_uri).num_labeled == LABELED
+    assert c.register_pool("loopfuzz", world.env.pool_uri).num_labeled == 0
 
 
 # --- without a server: the pool reader and S3 pools ----------------------------------------------

@@ -21,6 +21,7 @@ from gestalt_al.service.pool import PoolCatalog, pool_images, write_pool
 from gestalt_al.service.rounds import parse_round_id, round_id_for
 from gestalt_al.service.shard_results import RoundResults, ShardScores, index_latents
 from gestalt_al.service.strategies import round_scores
+from gestalt_al.storage import StoreUnavailableError
 from gestalt_al.storage.store import LocalStore
 
 NAMES = ("a", "b", "c")
@@ -80,6 +81,31 @@ def test_labels_are_idempotent_refuse_conflicts_and_survive_a_restart(tmp_path: 
     assert book.submit("p", [("s005", [0, 0, 1])]) == (1, 0)
     assert 5 not in fresh.labels("p")
     assert fresh.refresh("p")[5] == (0.0, 0.0, 1.0)
+
+
+class _AnswerLostStore(LocalStore):
+    """Stores the object, then fails as a network does when the answer of a write is lost:
+    the one fault a real server cannot be made to produce on demand."""
+
+    lose_next_answer = False
+
+    def put(self, key: str, data: bytes) -> None:
+        super().put(key, data)
+        if self.lose_next_answer:
+            self.lose_next_answer = False
+            raise StoreUnavailableError(f"object store unreachable while writing {key!r}")
+
+
+def test_a_label_write_whose_answer_was_lost_is_not_stored_twice(tmp_path: Path) -> None:
+    _pool(tmp_path)  # registers pool "p" in the service store
+    store = _AnswerLostStore(tmp_path / "service")
+    book = LabelBook(PoolCatalog(store))
+    labels = [("s001", [1, 0, 0]), ("s002", [0, 1, 1])]
+    store.lose_next_answer = True
+    with pytest.raises(StoreUnavailableError):
+        book.submit("p", labels)
+    assert book.submit("p", labels) == (0, 2), "the retry finds the labels that landed"
+    assert len(store.list("pools/p/labels")) == 1
 
 
 def test_pool_images_come_back_in_the_asked_order(tmp_path: Path) -> None:

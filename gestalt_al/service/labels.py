@@ -18,7 +18,7 @@ import numpy as np
 
 from gestalt_al.service.errors import AlreadyExistsError, InvalidArgumentError
 from gestalt_al.service.pool import PoolCatalog
-from gestalt_al.storage import join_key
+from gestalt_al.storage import StoreUnavailableError, join_key
 
 Labels = tuple[float, ...]
 
@@ -81,7 +81,14 @@ class LabelBook:
             _refuse_conflicts(new, current, self.catalog.ids(pool_id))
             fresh = {i: v for i, v in new.items() if i not in current}
             if fresh:
-                key = self._write(pool_id, fresh, round_id, submitter)
+                try:
+                    key = self._write(pool_id, fresh, round_id, submitter)
+                except StoreUnavailableError:
+                    # The write may have landed with only its answer lost: read the store
+                    # again next time, so that a retry finds these labels (unchanged), not
+                    # stores them a second time.
+                    del self._labels[pool_id], self._seen[pool_id]
+                    raise
                 current.update(fresh)
                 self._seen[pool_id].add(key)
         return len(fresh), len(new) - len(fresh)
