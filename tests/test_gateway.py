@@ -395,7 +395,9 @@ def test_deadline_is_forwarded(harness: Harness, tls_gateway: str) -> None:
         stub = pb_grpc.ActiveLearningStub(channel)
         bounded = stub.GetRound(pb.GetRoundRequest(round_id="deadline"), timeout=5)
         unbounded = stub.GetRound(pb.GetRoundRequest(round_id="deadline"))
-    assert 0 < float(bounded.message) <= 5
+    # The upstream sees the client's 5 s, give or take grpc's timeout encoding (it rounds up:
+    # 5.0097 s was seen once on a loaded machine); unbounded stays unbounded.
+    assert 0 < float(bounded.message) <= 5.1
     assert unbounded.message == "None"
 
 
