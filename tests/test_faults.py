@@ -476,21 +476,33 @@ def test_a_full_disk_fails_the_round_and_labels_as_unavailable_and_both_resume(
 
     # Space again: the same StartRound resumes the round, and the refused labels go in once.
     services.free_disk()
-    resumed = _start(service)
-    assert resumed.round_id == started.round_id
-    finished = _wait(service, resumed.round_id)
-    assert finished.state == DONE, finished.message
-    latents = _stored_latents(service, finished.round_id)
-    np.testing.assert_allclose(latents, models.latents, rtol=0, atol=1e-5)
-    assert _selection(service, finished.round_id) == _expected_selection(models, latents, labeled)
+    _resume_identically(service, models, started.round_id, labeled)
     _check_store(Path(service.storage))
-    accepted = c.submit_labels(POOL, _labels(models, late), submitter="test")
-    assert (accepted.accepted, accepted.unchanged) == (len(late), 0)
-    again = c.submit_labels(POOL, _labels(models, late), submitter="test")
-    assert (again.accepted, again.unchanged) == (0, len(late))
+    _submit_once(service, models, late)
     _check_labels(service, models, [*submitted, late])
     # The refused write had started: the submission is larger than the page that was free.
     assert len(service.store.get(service.store.list(f"pools/{POOL}/labels")[-1])) > PAGE
+
+
+def _resume_identically(service: Service, models: Models, round_id: str, labeled: int) -> None:
+    """The same StartRound resumes the failed round to DONE with the latents and selection of
+    an uninterrupted scoring."""
+    resumed = _start(service)
+    assert resumed.round_id == round_id
+    finished = _wait(service, round_id)
+    assert finished.state == DONE, finished.message
+    latents = _stored_latents(service, round_id)
+    np.testing.assert_allclose(latents, models.latents, rtol=0, atol=1e-5)
+    assert _selection(service, round_id) == _expected_selection(models, latents, labeled)
+
+
+def _submit_once(service: Service, models: Models, rows: range) -> None:
+    """Labels refused during the fault go in now, and a second time change nothing."""
+    c = service.client
+    accepted = c.submit_labels(POOL, _labels(models, rows), submitter="test")
+    assert (accepted.accepted, accepted.unchanged) == (len(rows), 0)
+    again = c.submit_labels(POOL, _labels(models, rows), submitter="test")
+    assert (again.accepted, again.unchanged) == (0, len(rows))
 
 
 def _check_store(root: Path) -> None:
@@ -538,15 +550,6 @@ def test_an_s3_outage_mid_round_fails_cleanly_and_the_same_round_resumes(
     # Back on the same data: the labels from before are there, the refused ones are not.
     services.start_s3()
     _check_labels(service, models, [range(LABELED)])
-    resumed = _start(service)
-    assert resumed.round_id == started.round_id
-    finished = _wait(service, started.round_id)
-    assert finished.state == DONE, finished.message
-    latents = _stored_latents(service, finished.round_id)
-    np.testing.assert_allclose(latents, models.latents, rtol=0, atol=1e-5)
-    assert _selection(service, finished.round_id) == _expected_selection(models, latents, LABELED)
-    accepted = c.submit_labels(POOL, _labels(models, late), submitter="test")
-    assert (accepted.accepted, accepted.unchanged) == (len(late), 0)
-    again = c.submit_labels(POOL, _labels(models, late), submitter="test")
-    assert (again.accepted, again.unchanged) == (0, len(late))
+    _resume_identically(service, models, started.round_id, LABELED)
+    _submit_once(service, models, late)
     _check_labels(service, models, [range(LABELED), late])
